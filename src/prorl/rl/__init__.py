@@ -1,0 +1,39 @@
+"""Pure tensor maths of the RL step: advantages, clipped loss, KL, filtering, entropy.
+
+No model code lives here; every function takes tensors and returns tensors (losses return
+``(loss, stats)`` with ``stats`` a flat dict of python floats). Formulas and the choices the
+papers leave open are written down in ``docs/rl-maths.md``.
+"""
+
+from prorl.rl.advantages import (
+    ADVANTAGES,
+    compute_advantages,
+    drgrpo_advantages,
+    grpo_advantages,
+    reinforce_pp_baseline_advantages,
+)
+from prorl.rl.entropy import chunked_entropy, entropy_from_logits, selective_log_softmax
+from prorl.rl.filtering import DynamicBatch, informative_groups, is_informative
+from prorl.rl.kl import KL_ESTIMATORS, kl_penalty
+from prorl.rl.losses import AGG_MODES, aggregate, masked_mean, policy_loss, truncated_is_weights
+
+__all__ = [
+    "ADVANTAGES",
+    "AGG_MODES",
+    "KL_ESTIMATORS",
+    "DynamicBatch",
+    "aggregate",
+    "chunked_entropy",
+    "compute_advantages",
+    "drgrpo_advantages",
+    "entropy_from_logits",
+    "grpo_advantages",
+    "informative_groups",
+    "is_informative",
+    "kl_penalty",
+    "masked_mean",
+    "policy_loss",
+    "reinforce_pp_baseline_advantages",
+    "selective_log_softmax",
+    "truncated_is_weights",
+]

@@ -1,0 +1,112 @@
+"""Token entropy and sampled-token log-probs from logits, without a full log-softmax copy.
+
+Logits are ``[B, L, V]`` with V = 49152 for SmolLM2: at B*L = 8k positions a float32 copy is
+1.6 GB, and ``log_softmax`` for autograd keeps another one. These functions work on chunks of
+``chunk_size`` positions (views, no copy of the input), compute in float32 whatever the input
+dtype (bf16 logsumexp loses ~2 decimal digits), and return float32 ``[B, L]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+DEFAULT_CHUNK = 1024  # positions per chunk: 1024 x 49152 x 4 B = 200 MB of float32 scratch
+
+
+def _chunks(b: int, length: int, chunk_size: int) -> Iterator[tuple[slice, slice]]:
+    """Slices (rows, positions) covering ``[b, length]`` with about ``chunk_size`` positions each.
+
+    Whole rows are grouped when they are short; long rows are split along L. Slicing keeps
+    views even when the logits are non-contiguous (``logits[:, :-1]``), where reshape would copy.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if length == 0 or b == 0:
+        return
+    if length >= chunk_size:
+        for row in range(b):
+            for start in range(0, length, chunk_size):
+                yield slice(row, row + 1), slice(start, min(start + chunk_size, length))
+    else:
+        rows = max(1, chunk_size // length)
+        for start in range(0, b, rows):
+            yield slice(start, min(start + rows, b)), slice(0, length)
+
+
+def entropy_from_logits(logits: Tensor) -> Tensor:
+    """Entropy ``H = logsumexp(z) - sum(softmax(z) * z)`` per position: ``[B, L, V] -> [B, L]``.
+
+    Stable for any logit scale (no log of a probability that underflows to 0); differentiable.
+    """
+    z = logits.float()  # [B, L, V]
+    lse = torch.logsumexp(z, dim=-1)  # [B, L]
+    p = torch.softmax(z, dim=-1)  # [B, L, V]
+    return lse - (p * z).sum(dim=-1)  # [B, L]
+
+
+def chunked_entropy(logits: Tensor, chunk_size: int = DEFAULT_CHUNK) -> Tensor:
+    """:func:`entropy_from_logits` computed ``chunk_size`` positions at a time.
+
+    Meant for the ``policy/entropy`` metric under ``torch.no_grad()``: the float32 scratch is
+    one chunk, not the whole batch. (It stays differentiable, but autograd then keeps every
+    chunk's softmax, so it saves memory only without grad.)
+    """
+    b, length, _ = logits.shape
+    out = torch.empty(b, length, dtype=torch.float32, device=logits.device)  # [B, L]
+    for rows, cols in _chunks(b, length, chunk_size):
+        out[rows, cols] = entropy_from_logits(logits[rows, cols])  # [b', l']
+    return out
+
+
+class _SelectiveLogSoftmax(torch.autograd.Function):
+    """log_softmax(logits)[token] with a chunked forward and a recomputing backward.
+
+    Saves only the logits (which exist anyway) and the ``[B, L]`` logsumexp; the backward
+    ``d/dz_v = g * (1[v == token] - softmax(z)_v)`` recomputes softmax chunk by chunk.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, token_ids: Tensor, chunk_size: int) -> Tensor:  # type: ignore[override]
+        b, length, _ = logits.shape
+        lse = torch.empty(b, length, dtype=torch.float32, device=logits.device)  # [B, L]
+        for rows, cols in _chunks(b, length, chunk_size):
+            lse[rows, cols] = torch.logsumexp(logits[rows, cols].float(), dim=-1)  # [b', l']
+        picked = logits.gather(-1, token_ids.unsqueeze(-1)).squeeze(-1).float()  # [B, L]
+        ctx.save_for_backward(logits, token_ids, lse)
+        ctx.chunk_size = chunk_size
+        return picked - lse  # [B, L]
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        logits, token_ids, lse = ctx.saved_tensors
+        b, length, _ = logits.shape
+        grad = torch.empty_like(logits)  # [B, L, V]
+        for rows, cols in _chunks(b, length, ctx.chunk_size):
+            g = grad_out[rows, cols].float().unsqueeze(-1)  # [b', l', 1]
+            p = torch.exp(logits[rows, cols].float() - lse[rows, cols].unsqueeze(-1))  # [b', l', V]
+            dz = -g * p  # [b', l', V]
+            dz.scatter_add_(-1, token_ids[rows, cols].unsqueeze(-1), g)  # [b', l', V]
+            grad[rows, cols] = dz.to(logits.dtype)
+        return grad, None, None
+
+
+def selective_log_softmax(
+    logits: Tensor, token_ids: Tensor, chunk_size: int = DEFAULT_CHUNK
+) -> Tensor:
+    """Log-probs of ``token_ids`` under ``logits``: ``[B, L, V], [B, L] -> [B, L]`` float32.
+
+    Equal to ``torch.log_softmax(logits.float(), -1).gather(-1, ids[..., None])[..., 0]`` but
+    with at most ``chunk_size`` positions of float32 scratch in forward and backward.
+    ``token_ids`` must be int64 in ``[0, V)``. Temperature scaling, if any, is the caller's
+    (divide the logits first: the rollout engine's log-probs are of the scaled distribution).
+    """
+    if logits.dim() != 3 or token_ids.shape != logits.shape[:2]:
+        raise ValueError(
+            f"need logits [B, L, V] and token_ids [B, L], got {tuple(logits.shape)} and "
+            f"{tuple(token_ids.shape)}"
+        )
+    out: Tensor = _SelectiveLogSoftmax.apply(logits, token_ids.long(), chunk_size)
+    return out
