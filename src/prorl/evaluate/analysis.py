@@ -1,0 +1,311 @@
+"""Analyses over stored evaluation results (pure, numpy only, no torch).
+
+Everything here is recomputed from the JSONL files, never from a live model:
+
+- pass@1 is the mean reward (continuous rewards averaged, as in the paper); pass@k curves
+  use the unbiased estimator on successes (``reward >= threshold``, see ``passk``).
+- Confidence intervals: percentile bootstrap over problems (95 %, ``n_boot`` replicates, an
+  explicit seed), so the same directory always gives the same report.
+- Domain figures are macro averages over the domain's tasks (each task weighs the same);
+  their bootstrap resamples problems within each task.
+- Comparisons take the first model as the base and the last as the final model; with three
+  or more models the one before the final is the intermediate checkpoint (see
+  ``classify_regime`` for the rule).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from prorl.evaluate import store
+from prorl.evaluate.passk import DEFAULT_THRESHOLD, default_ks, pass_at_k_matrix, successes
+
+FloatArray = npt.NDArray[np.float64]
+DEFAULT_TOLERANCE = 0.02
+HIST_EDGES = np.linspace(0.0, 1.0, 11)  # per-problem pass@1 histogram: 10 bins of 0.1
+REGIMES = ("diminish", "plateau", "sustained", "expand")
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """All stored samples of one model on one task, problems in index order."""
+
+    model: str
+    task: str
+    domain: str
+    uids: tuple[str, ...]
+    questions: tuple[str, ...]
+    rewards: FloatArray  # [P, n]
+    num_tokens: FloatArray  # [P, n]
+    truncated: npt.NDArray[np.bool_]  # [P, n] finish_reason == "length"
+
+
+@dataclass(frozen=True)
+class Results:
+    directory: Path
+    models: list[str]  # evaluation order: models[0] is the base
+    tasks: list[str]
+    domains: dict[str, str]  # task -> domain
+    n: int
+    ks: list[int]
+    threshold: float
+    data: dict[tuple[str, str], TaskResult]
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """pass@1 (mean reward) and the pass@k curve with 95 % bootstrap intervals."""
+
+    ks: list[int]
+    passk: FloatArray  # [K]
+    lo: FloatArray
+    hi: FloatArray
+    pass1: float
+    pass1_lo: float
+    pass1_hi: float
+    problems: int
+
+
+def load_results(directory: Path | str, threshold: float | None = None) -> Results:
+    """Load an evaluation directory (or a run directory holding ``eval/``).
+
+    Raises ValueError when nothing was stored yet or sample counts disagree.
+    """
+    d = store.find_eval_dir(Path(directory))
+    man = store.read_manifest(d) or {}
+    models = [m["label"] for m in man.get("models", [])]
+    tasks = [t["name"] for t in man.get("tasks", [])]
+    domains = {t["name"]: t.get("domain", "other") for t in man.get("tasks", [])}
+    data: dict[tuple[str, str], TaskResult] = {}
+    for model in models:
+        for task in tasks:
+            rows = store.read_rows(store.results_path(d, model, task))
+            if rows:
+                data[(model, task)] = _task_result(model, task, domains[task], rows)
+    if not data:
+        raise ValueError(f"{d} holds no finished problems yet (run `prorl eval --out {d}`)")
+    ns = {tr.rewards.shape[1] for tr in data.values()}
+    if len(ns) != 1:
+        raise ValueError(f"{d}: results mix different sample counts n={sorted(ns)}")
+    n = ns.pop()
+    ks = [k for k in man.get("ks") or default_ks(n) if k <= n] or default_ks(n)
+    thr = float(threshold if threshold is not None else man.get("threshold", DEFAULT_THRESHOLD))
+    models = [m for m in models if any((m, t) in data for t in tasks)]
+    tasks = [t for t in tasks if any((m, t) in data for m in models)]
+    return Results(d, models, tasks, domains, n, ks, thr, data, man)
+
+
+def _task_result(model: str, task: str, domain: str, rows: list[dict[str, Any]]) -> TaskResult:
+    rows = sorted(rows, key=lambda r: int(r["index"]))
+    sizes = {len(r["samples"]) for r in rows}
+    if len(sizes) != 1:
+        raise ValueError(f"{model}/{task}: problems have different sample counts {sorted(sizes)}")
+    rewards = np.array([[s["reward"] for s in r["samples"]] for r in rows], dtype=np.float64)
+    tokens = np.array([[s["num_tokens"] for s in r["samples"]] for r in rows], dtype=np.float64)
+    trunc = np.array([[s["finish_reason"] == "length" for s in r["samples"]] for r in rows])
+    return TaskResult(
+        model,
+        task,
+        domain,
+        tuple(str(r["uid"]) for r in rows),
+        tuple(str(r.get("question", "")) for r in rows),
+        rewards,
+        tokens,
+        trunc.astype(bool),
+    )
+
+
+# ---------------------------------------------------------------- bootstrap and curves
+
+
+def _seed_for(seed: int, *names: str) -> int:
+    # Stable across processes (unlike hash()): each (model, task) gets its own stream.
+    return (seed * 1_000_003 + zlib.crc32("/".join(names).encode())) % (2**32)
+
+
+def bootstrap_replicates(values: FloatArray, n_boot: int, seed: int) -> FloatArray:
+    """Means of ``values`` [P, M] over problems resampled with replacement: [n_boot, M]."""
+    p = values.shape[0]
+    rng = np.random.default_rng(seed)
+    # Resampling counts instead of index arrays keeps memory at [B, P], not [B, P, M].
+    counts = rng.multinomial(p, np.full(p, 1.0 / p), size=n_boot).astype(np.float64)
+    return np.asarray(counts @ values / p, dtype=np.float64)
+
+
+def _interval(reps: FloatArray) -> tuple[FloatArray, FloatArray]:
+    lo, hi = np.percentile(reps, [2.5, 97.5], axis=0)
+    return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+
+
+def per_problem(tr: TaskResult, ks: Sequence[int], threshold: float) -> FloatArray:
+    """[P, 1 + K]: column 0 the per-problem mean reward, then pass@k for each k."""
+    n = tr.rewards.shape[1]
+    c = successes(tr.rewards, threshold)
+    curve = pass_at_k_matrix(np.full(len(c), n), c, ks)
+    return np.concatenate([tr.rewards.mean(axis=1, keepdims=True), curve], axis=1)
+
+
+def _curve_from(values_mean: FloatArray, reps: FloatArray, ks: list[int], p: int) -> Curve:
+    lo, hi = _interval(reps)
+    return Curve(
+        ks, values_mean[1:], lo[1:], hi[1:], float(values_mean[0]), float(lo[0]), float(hi[0]), p
+    )
+
+
+def task_curve(tr: TaskResult, ks: list[int], threshold: float, n_boot: int, seed: int) -> Curve:
+    values = per_problem(tr, ks, threshold)
+    reps = bootstrap_replicates(values, n_boot, _seed_for(seed, tr.model, tr.task))
+    return _curve_from(values.mean(axis=0), reps, ks, values.shape[0])
+
+
+def domain_curve(
+    trs: Sequence[TaskResult], ks: list[int], threshold: float, n_boot: int, seed: int
+) -> Curve:
+    """Macro average over tasks; each bootstrap replicate resamples every task's problems."""
+    means, reps = [], []
+    for tr in trs:
+        values = per_problem(tr, ks, threshold)
+        means.append(values.mean(axis=0))
+        reps.append(bootstrap_replicates(values, n_boot, _seed_for(seed, tr.model, tr.task)))
+    p = sum(tr.rewards.shape[0] for tr in trs)
+    return _curve_from(np.mean(means, axis=0), np.mean(reps, axis=0), ks, p)
+
+
+# ---------------------------------------------------------------- regimes and comparisons
+
+
+def classify_regime(
+    pass1: Sequence[float], boundary: Sequence[float], tol: float = DEFAULT_TOLERANCE
+) -> str:
+    """Classify a task's change over checkpoints ordered base, ..., intermediate, final.
+
+    ``pass1[m]`` is model m's pass@1 and ``boundary[m]`` its pass@k at the largest k.
+
+    - *diminish*: the final boundary is not above the base's by more than ``tol`` (flat or
+      down), whatever pass@1 did: training did not expand the reasoning boundary.
+    - *sustained*: the boundary expanded, and from the intermediate to the final model
+      pass@1 or the boundary still rose by more than ``tol``: still improving at the end.
+    - *plateau*: the boundary expanded, but neither rose by more than ``tol`` after the
+      intermediate checkpoint: the gains were made early.
+    - *expand*: only two models (no intermediate), boundary expanded: plateau and sustained
+      cannot be told apart without a checkpoint in between.
+    """
+    if len(pass1) != len(boundary) or len(pass1) < 2:
+        raise ValueError("classify_regime needs pass@1 and boundary values for >= 2 models")
+    if boundary[-1] - boundary[0] <= tol:
+        return "diminish"
+    if len(boundary) == 2:
+        return "expand"
+    late = max(pass1[-1] - pass1[-2], boundary[-1] - boundary[-2])
+    return "sustained" if late > tol else "plateau"
+
+
+@dataclass(frozen=True)
+class TaskComparison:
+    task: str
+    domain: str
+    models: list[str]  # the models compared, base first
+    pass1: list[float]
+    boundary: list[float]  # pass@k_max per model
+    k_max: int
+    regime: str
+    base_all_zero: bool  # the base never succeeded on any problem in n samples
+    newly_solved: dict[str, list[str]]  # later model -> uids the base never solved
+
+    @property
+    def delta_pass1(self) -> float:
+        return self.pass1[-1] - self.pass1[0]
+
+    @property
+    def delta_boundary(self) -> float:
+        return self.boundary[-1] - self.boundary[0]
+
+
+@dataclass
+class Analysis:
+    results: Results
+    task_curves: dict[tuple[str, str], Curve]  # (model, task)
+    domain_curves: dict[tuple[str, str], Curve]  # (model, domain)
+    histograms: dict[tuple[str, str], npt.NDArray[np.int64]]  # (model, task) -> counts
+    comparisons: list[TaskComparison]
+    tolerance: float
+
+
+def newly_solved(base: TaskResult, later: TaskResult, threshold: float) -> list[str]:
+    """uids of problems ``later`` solved at least once that ``base`` never solved."""
+    base_c = dict(zip(base.uids, successes(base.rewards, threshold), strict=True))
+    later_c = successes(later.rewards, threshold)
+    return [u for u, c in zip(later.uids, later_c, strict=True) if c > 0 and base_c.get(u) == 0]
+
+
+def compare_task(
+    results: Results, task: str, curves: dict[tuple[str, str], Curve], tol: float
+) -> TaskComparison | None:
+    """Compare the models that evaluated ``task``; None when fewer than two did."""
+    models = [m for m in results.models if (m, task) in results.data]
+    if len(models) < 2:
+        return None
+    base = results.data[(models[0], task)]
+    base_c = successes(base.rewards, results.threshold)
+    p1 = [curves[(m, task)].pass1 for m in models]
+    bound = [float(curves[(m, task)].passk[-1]) for m in models]
+    return TaskComparison(
+        task=task,
+        domain=results.domains.get(task, "other"),
+        models=models,
+        pass1=p1,
+        boundary=bound,
+        k_max=results.ks[-1],
+        regime=classify_regime(p1, bound, tol),
+        base_all_zero=bool(np.all(base_c == 0)),
+        newly_solved={
+            m: newly_solved(base, results.data[(m, task)], results.threshold) for m in models[1:]
+        },
+    )
+
+
+def analyse(
+    results: Results, n_boot: int = 1000, seed: int = 0, tolerance: float = DEFAULT_TOLERANCE
+) -> Analysis:
+    """Every table and curve the report shows, from stored results only."""
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    ks = results.ks
+    tc = {
+        key: task_curve(tr, ks, results.threshold, n_boot, seed) for key, tr in results.data.items()
+    }
+    dc: dict[tuple[str, str], Curve] = {}
+    for model in results.models:
+        by_domain: dict[str, list[TaskResult]] = {}
+        for task in results.tasks:
+            if (model, task) in results.data:
+                by_domain.setdefault(results.domains[task], []).append(results.data[(model, task)])
+        for domain, trs in by_domain.items():
+            dc[(model, domain)] = domain_curve(trs, ks, results.threshold, n_boot, seed)
+    hists = {
+        key: np.histogram(tr.rewards.mean(axis=1), bins=HIST_EDGES)[0].astype(np.int64)
+        for key, tr in results.data.items()
+    }
+    comps = [c for t in results.tasks if (c := compare_task(results, t, tc, tolerance))]
+    return Analysis(results, tc, dc, hists, comps, tolerance)
+
+
+def summary_metrics(analysis: Analysis, model: str) -> dict[str, float]:
+    """Flat ``eval/<task>/pass@k`` metrics for one model (what training logs)."""
+    out: dict[str, float] = {}
+    for (m, task), curve in analysis.task_curves.items():
+        if m != model:
+            continue
+        out[f"eval/{task}/pass@1"] = curve.pass1
+        for k, v in zip(curve.ks, curve.passk, strict=True):
+            if k > 1:
+                out[f"eval/{task}/pass@{k}"] = float(v)
+    return out

@@ -1,0 +1,123 @@
+"""Report figures with matplotlib's Agg backend (no display, no torch), returned as PNG bytes."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: never needs a display, safe in worker processes
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from prorl.evaluate.analysis import HIST_EDGES, Analysis, Curve  # noqa: E402
+
+_COLORS = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]
+
+
+def to_png(fig: Figure, dpi: int = 110) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _curve_axes(ax: plt.Axes, curves: list[tuple[str, Curve]], title: str) -> None:
+    for i, (label, c) in enumerate(curves):
+        color = _COLORS[i % len(_COLORS)]
+        ax.plot(c.ks, c.passk, marker="o", ms=3, color=color, label=f"{label} (P={c.problems})")
+        ax.fill_between(c.ks, c.lo, c.hi, color=color, alpha=0.15, linewidth=0)
+    ks = curves[0][1].ks if curves else [1]
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks)
+    ax.set_xticklabels([str(k) for k in ks], fontsize=7)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("k")
+    ax.set_ylabel("pass@k")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+
+
+def passk_plot(analysis: Analysis, task: str) -> bytes:
+    """pass@k against k (log scale) for every model on ``task``, 95 % bootstrap bands."""
+    curves = [
+        (m, analysis.task_curves[(m, task)])
+        for m in analysis.results.models
+        if (m, task) in analysis.task_curves
+    ]
+    fig, ax = plt.subplots(figsize=(5.0, 3.4))
+    _curve_axes(ax, curves, task)
+    return to_png(fig)
+
+
+def domain_plot(analysis: Analysis, domain: str) -> bytes:
+    curves = [
+        (m, analysis.domain_curves[(m, domain)])
+        for m in analysis.results.models
+        if (m, domain) in analysis.domain_curves
+    ]
+    fig, ax = plt.subplots(figsize=(5.0, 3.4))
+    _curve_axes(ax, curves, f"domain: {domain} (macro average)")
+    return to_png(fig)
+
+
+def histogram_plot(analysis: Analysis, task: str) -> bytes:
+    """Distribution of per-problem pass@1 (mean reward over n samples), one bar per model."""
+    models = [m for m in analysis.results.models if (m, task) in analysis.histograms]
+    fig, ax = plt.subplots(figsize=(5.0, 3.0))
+    width = 0.1 / max(1, len(models))
+    lefts = HIST_EDGES[:-1]
+    for i, m in enumerate(models):
+        counts = analysis.histograms[(m, task)]
+        share = counts / max(1, counts.sum())
+        ax.bar(
+            lefts + i * width,
+            share,
+            width=width,
+            align="edge",
+            color=_COLORS[i % len(_COLORS)],
+            label=m,
+        )
+    ax.set_xticks(HIST_EDGES)
+    ax.set_xticklabels([f"{e:.1f}" for e in HIST_EDGES], fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("per-problem pass@1")
+    ax.set_ylabel("share of problems")
+    ax.set_title(f"{task}: per-problem pass@1", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+    return to_png(fig)
+
+
+def overview_plot(analysis: Analysis) -> bytes:
+    """pass@1 and pass@k_max per task and model, side by side: the whole run at a glance."""
+    res = analysis.results
+    tasks, models = res.tasks, res.models
+    fig, axes = plt.subplots(1, 2, figsize=(10.0, 0.45 * len(tasks) + 1.6), sharey=True)
+    y = np.arange(len(tasks))
+    h = 0.8 / max(1, len(models))
+    for col, (ax, title) in enumerate(zip(axes, ("pass@1", f"pass@{res.ks[-1]}"), strict=True)):
+        for i, m in enumerate(models):
+            vals = [
+                np.nan
+                if (m, t) not in analysis.task_curves
+                else (
+                    analysis.task_curves[(m, t)].pass1
+                    if col == 0
+                    else float(analysis.task_curves[(m, t)].passk[-1])
+                )
+                for t in tasks
+            ]
+            ax.barh(y + i * h, vals, height=h, color=_COLORS[i % len(_COLORS)], label=m)
+        ax.set_xlim(0, 1)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3, axis="x")
+    axes[0].set_yticks(y + 0.4 - h / 2)
+    axes[0].set_yticklabels(tasks, fontsize=8)
+    axes[0].invert_yaxis()
+    axes[1].legend(fontsize=7, loc="lower right")
+    return to_png(fig)

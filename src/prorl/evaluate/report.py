@@ -1,0 +1,284 @@
+"""``prorl report DIR``: a self-contained HTML report and a Markdown summary.
+
+The HTML embeds every figure as a base64 PNG and carries its CSS inline: it opens offline,
+from a mail attachment or a CI artefact. Both files are written to a temp file and renamed,
+so an interrupted report never leaves half a file over a good one.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from prorl.evaluate import plots
+from prorl.evaluate.analysis import HIST_EDGES, Analysis, Curve, analyse, load_results
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;
+max-width:1200px;color:#222;line-height:1.4;padding:0 16px}
+h1{font-size:1.6em;margin-bottom:4px}h2{border-bottom:1px solid #ddd;padding-bottom:4px;
+margin-top:32px}table{border-collapse:collapse;margin:8px 0;font-size:0.9em}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f3f3f3}
+td.num{text-align:right;font-variant-numeric:tabular-nums}.grid{display:flex;flex-wrap:wrap;
+gap:12px}.grid figure{margin:0}img{max-width:100%;border:1px solid #eee}
+.muted{color:#666;font-size:0.9em}.diminish{color:#b03a2e}.sustained{color:#1e8449}
+.plateau{color:#b9770e}.expand{color:#1f618d}code{background:#f6f6f6;padding:1px 3px}
+"""
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def _ci(value: float, lo: float, hi: float) -> str:
+    return f"{_pct(value)} [{_pct(lo)}, {_pct(hi)}]"
+
+
+class _Doc:
+    """Accumulates the same content as HTML and as Markdown."""
+
+    def __init__(self) -> None:
+        self.html: list[str] = []
+        self.md: list[str] = []
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
+        self.md.append(f"\n{'#' * level} {text}\n")
+
+    def para(self, text: str, cls: str = "") -> None:
+        attr = f' class="{cls}"' if cls else ""
+        self.html.append(f"<p{attr}>{html.escape(text)}</p>")
+        self.md.append(f"{text}\n")
+
+    def table(self, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+        body = []
+        for row in rows:
+            cells = []
+            for cell in row:
+                num = cell[:1].isdigit() or cell[:1] in "+-"
+                cls = f' class="{cell}"' if cell in ("diminish", "plateau", "sustained") else ""
+                cls = ' class="num"' if num and not cls else cls
+                cells.append(f"<td{cls}>{html.escape(cell)}</td>")
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        self.html.append(f"<table><tr>{head}</tr>{''.join(body)}</table>")
+        md_rows = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        md_rows += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+        self.md.append("\n".join(md_rows) + "\n")
+
+    def images(self, pngs: Sequence[tuple[str, bytes]]) -> None:
+        figs = [
+            f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,'
+            f'{base64.b64encode(png).decode()}"></figure>'
+            for alt, png in pngs
+        ]
+        self.html.append('<div class="grid">' + "".join(figs) + "</div>")
+
+
+def _results_rows(a: Analysis) -> list[list[str]]:
+    res = a.results
+    rows = []
+    for task in res.tasks:
+        for m in res.models:
+            if (m, task) not in a.task_curves:
+                continue
+            c, tr = a.task_curves[(m, task)], res.data[(m, task)]
+            rows.append(
+                [
+                    task,
+                    res.domains[task],
+                    m,
+                    str(c.problems),
+                    _ci(c.pass1, c.pass1_lo, c.pass1_hi),
+                    _ci(float(c.passk[-1]), float(c.lo[-1]), float(c.hi[-1])),
+                    f"{tr.num_tokens.mean():.0f}",
+                    _pct(float(tr.truncated.mean())),
+                ]
+            )
+    return rows
+
+
+def _curve_cells(c: Curve) -> list[str]:
+    return [_pct(float(v)) for v in c.passk]
+
+
+def _settings(a: Analysis) -> list[str]:
+    man = a.results.manifest
+    s = man.get("sampling", {})
+    return [
+        f"n = {a.results.n} samples per problem; split {man.get('split', '?')}; "
+        f"temperature {s.get('temperature', '?')}, top_p {s.get('top_p', '?')}, "
+        f"max_new_tokens {s.get('max_new_tokens', '?')}; seed {man.get('seed', '?')}.",
+        f"pass@1 = mean reward; pass@k uses the unbiased estimator on successes "
+        f"(reward >= {a.results.threshold:g}). Intervals: 95 % percentile bootstrap over "
+        f"problems. Regimes use tolerance {a.tolerance:g} (see docs/evaluation.md).",
+    ]
+
+
+def build(a: Analysis) -> _Doc:
+    """Lay out the report; every section is written to both HTML and Markdown."""
+    res, kmax = a.results, a.results.ks[-1]
+    doc = _Doc()
+    doc.heading("prorl evaluation report", 1)
+    doc.para(
+        f"{res.directory} - generated {dt.datetime.now().isoformat(timespec='seconds')}", "muted"
+    )
+    specs = {m["label"]: m.get("spec", "") for m in res.manifest.get("models", [])}
+    doc.table(["model (in order)", "loaded from"], [[m, specs.get(m, "")] for m in res.models])
+    for line in _settings(a):
+        doc.para(line, "muted")
+    doc.images([("overview", plots.overview_plot(a))])
+
+    doc.heading("Results per task (%, 95 % CI)")
+    headers = ["task", "domain", "model", "problems", "pass@1", f"pass@{kmax}"]
+    doc.table([*headers, "mean tokens", "truncated %"], _results_rows(a))
+    doc.heading("pass@k curves per task (%)")
+    rows = [
+        [t, m, *_curve_cells(a.task_curves[(m, t)])]
+        for t in res.tasks
+        for m in res.models
+        if (m, t) in a.task_curves
+    ]
+    doc.table(["task", "model", *[f"k={k}" for k in res.ks]], rows)
+    doc.images([(t, plots.passk_plot(a, t)) for t in res.tasks])
+
+    domains = sorted({d for (_, d) in a.domain_curves})
+    doc.heading("Per domain (macro average over tasks, %)")
+    rows = [
+        [
+            d,
+            m,
+            _ci(c.pass1, c.pass1_lo, c.pass1_hi),
+            _ci(float(c.passk[-1]), float(c.lo[-1]), float(c.hi[-1])),
+        ]
+        for d in domains
+        for m in res.models
+        if (c := a.domain_curves.get((m, d))) is not None
+    ]
+    doc.table(["domain", "model", "pass@1", f"pass@{kmax}"], rows)
+    doc.images([(d, plots.domain_plot(a, d)) for d in domains])
+
+    _comparison(doc, a)
+    _distribution(doc, a)
+    return doc
+
+
+def _comparison(doc: _Doc, a: Analysis) -> None:
+    res, kmax = a.results, a.results.ks[-1]
+    doc.heading("Comparison: base vs later models")
+    if not a.comparisons:
+        doc.para(
+            "Only one model was evaluated: nothing to compare. Evaluate a trained "
+            "checkpoint into the same directory to get regimes and newly solved problems."
+        )
+        return
+    doc.para(
+        f"Base: {res.models[0]}; final: {res.models[-1]}. Regime rule: diminish if "
+        f"pass@{kmax} did not rise by more than {a.tolerance:g}; otherwise sustained if "
+        "pass@1 or the boundary still rose after the intermediate model, else plateau "
+        "(expand: no intermediate model to tell)."
+    )
+    rows = []
+    for c in a.comparisons:
+        solved = c.newly_solved.get(c.models[-1], [])
+        rows.append(
+            [
+                c.task,
+                " -> ".join(_pct(v) for v in c.pass1),
+                f"{100 * c.delta_pass1:+.1f}",
+                " -> ".join(_pct(v) for v in c.boundary),
+                f"{100 * c.delta_boundary:+.1f}",
+                c.regime,
+                str(len(solved)),
+            ]
+        )
+    doc.table(
+        ["task", "pass@1", "delta", f"pass@{kmax}", "delta", "regime", "newly solved (final)"], rows
+    )
+    zero = [c for c in a.comparisons if c.base_all_zero]
+    doc.heading("Tasks where the base scores 0 at every k", 3)
+    if not zero:
+        doc.para("None: the base solved at least one problem of every task.")
+    else:
+        doc.table(
+            ["task", *[f"pass@{kmax} {m}" for m in zero[0].models[1:]]],
+            [[c.task, *[_pct(v) for v in c.boundary[1:]]] for c in zero],
+        )
+    doc.heading(f"Problems a later model solved that the base never solved in {res.n} samples", 3)
+    rows = []
+    for c in a.comparisons:
+        for m, uids in c.newly_solved.items():
+            questions = dict(
+                zip(res.data[(m, c.task)].uids, res.data[(m, c.task)].questions, strict=True)
+            )
+            for u in uids[:5]:
+                q = " ".join(questions.get(u, "").split())
+                rows.append([c.task, m, u, q[:140] + ("..." if len(q) > 140 else "")])
+    if rows:
+        doc.table(["task", "model", "problem", "question (first 5 per task and model)"], rows)
+    else:
+        doc.para("None.")
+
+
+def _distribution(doc: _Doc, a: Analysis) -> None:
+    res = a.results
+    doc.heading("Distribution of per-problem pass@1")
+    bins = [f"{lo:.1f}-{hi:.1f}" for lo, hi in zip(HIST_EDGES[:-1], HIST_EDGES[1:], strict=True)]
+    rows = []
+    for t in res.tasks:
+        for m in res.models:
+            if (m, t) in a.histograms:
+                per = res.data[(m, t)].rewards.mean(axis=1)
+                rows.append(
+                    [
+                        t,
+                        m,
+                        _pct(float((per == 0).mean())),
+                        _pct(float((per == 1).mean())),
+                        *[str(int(x)) for x in a.histograms[(m, t)]],
+                    ]
+                )
+    doc.table(["task", "model", "% at 0", "% at 1", *bins], rows)
+    doc.images([(f"{t} histogram", plots.histogram_plot(a, t)) for t in res.tasks])
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(
+    directory: Path | str,
+    *,
+    threshold: float | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    tolerance: float = 0.02,
+) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``summary.md`` into the evaluation directory; return both paths.
+
+    Raises ValueError (nothing written) when the directory holds no results.
+    """
+    a = analyse(load_results(directory, threshold), n_boot=n_boot, seed=seed, tolerance=tolerance)
+    doc = build(a)
+    page = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        "<title>prorl evaluation report</title>"
+        f"<style>{_CSS}</style></head><body>{''.join(doc.html)}</body></html>\n"
+    )
+    html_path = a.results.directory / "report.html"
+    md_path = a.results.directory / "summary.md"
+    _write_atomic(html_path, page)
+    _write_atomic(md_path, "\n".join(doc.md).lstrip() + "\n")
+    return html_path, md_path
