@@ -280,3 +280,39 @@ def test_named_wrappers_need_a_path() -> None:
 def test_no_torch_import() -> None:
     code = "import sys, prorl.tasks.files, prorl.data; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_real_math_and_ifeval_verifiers(tmp_path: Path) -> None:
+    """End to end with the registered verifiers (skipped until they exist)."""
+    missing = {"math", "ifeval"} - set(registry.list_verifiers())
+    if missing:
+        pytest.skip(f"verifiers not registered yet: {sorted(missing)}")
+    rows = [
+        {"problem": "What is 2+3?", "solution": "2+3 is $\\boxed{5}$.", "data_source": "MATH"},
+        {"prompt": "Answer in all caps.", "instruction_id_list": ["change_case:english_capital"],
+         "kwargs": [{}], "data_source": "google/IFEval"},
+    ]  # fmt: skip
+    task = get_task("file", path=jsonl(tmp_path / "real.jsonl", rows), val_fraction=0.0)
+    math_ex, if_ex = task.example(0), task.example(1)
+    assert task.score("It is \\boxed{5}.", math_ex).reward == 1.0
+    assert task.score("It is \\boxed{6}.", math_ex).reward == 0.0
+    assert task.score("HELLO THERE", if_ex).reward == 1.0
+    assert task.score("hello there", if_ex).reward == 0.0
+
+
+def test_reasoning_gym_rows_scored_by_their_dataset(tmp_path: Path) -> None:
+    import reasoning_gym
+
+    entry = reasoning_gym.create_dataset("leg_counting", seed=3, size=1)[0]
+    row = {
+        "question": entry["question"],
+        "answer": entry["answer"],
+        "data_source": "reasoning_gym",
+        "extra_info": {"metadata": entry["metadata"]},  # holds source_dataset
+    }
+    task = get_task("file", path=jsonl(tmp_path / "rg.jsonl", [row]), val_fraction=0.0)
+    ex = task.example(0)
+    assert (ex.meta["verifier"], task.domain) == ("reasoning_gym", "logic")
+    assert task.score(f"<answer>{entry['answer']}</answer>", ex).reward == 1.0
+    assert task.score("<answer>-1</answer>", ex).reward == 0.0
+    assert task.score("no tags", ex).reason == "format"
