@@ -1,0 +1,90 @@
+"""STEM verifiers on (reference, response, expected) rows shaped like real model outputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from prorl.types import Example
+from prorl.verify import get_verifier
+from prorl.verify.stem import extract_choice, score_mc, score_short_answer
+
+MC_TABLE = [
+    ("C", "Answer: C", 1.0),
+    ("C", "Comparing the options, the answer is (C).", 1.0),
+    ("C", "Therefore the final answer is $\\boxed{C}$", 1.0),
+    ("C", "$\\boxed{\\text{C}}$", 1.0),
+    ("E", "\\boxed{(E)}", 1.0),
+    ("C", "(A) is wrong, (B) is wrong, so (C)", 1.0),
+    ("B", "Answer: A\nWait, let me recheck the units.\nAnswer: B", 1.0),
+    ("C", "**Answer:** (C)", 1.0),
+    ("C", "The correct option is: C.", 1.0),
+    ("B", "The answer is $B$", 1.0),
+    ("A", "answer: a", 1.0),
+    ("D", "D", 1.0),
+    ("D", "**D**", 1.0),
+    ("J", "Answer: J", 1.0),
+    ("A", "<think>It could be B.</think>\nAnswer: A", 1.0),
+    # near misses and format failures
+    ("B", "Answer: B\nActually, the answer is D", 0.0),  # last one wins
+    ("C", "<think>answer: C</think>\nAnswer: A", 0.0),  # thinking ignored
+    ("A", "the answer is a number", 0.0),  # an article, not a choice
+    ("A", "Answer: Always convert to SI first.", 0.0),
+    ("D", "I think it's D", 0.0),  # no recognised form
+    ("K", "Answer: K", 0.0),  # outside A-J
+    ("C", "\\boxed{3}", 0.0),
+    ("B", "The velocity is 20 m/s.", 0.0),
+]
+
+SHORT_TABLE = [
+    ("9.8", "Answer: 9.8 m/s^2", 1.0),
+    ("9.8", "So $g = \\boxed{9.8\\,\\text{m/s}^2}$", 1.0),
+    ("3e8", "\\boxed{3\\times 10^{8}\\text{ m/s}}", 1.0),
+    ("25", "Answer: 25 °C", 1.0),
+    ("25", "Answer: 25°C", 1.0),
+    ("0.5", "Answer: $\\frac{1}{2}$", 1.0),
+    ("1200", "The work done is W = Fd, so the answer is 1,200 J.", 1.0),
+    ("2", "\\boxed{\\frac{4}{2}}", 1.0),
+    ("18", "The molar mass of water is 18 g/mol.\nAnswer: 18 g/mol", 1.0),
+    ("\\frac{1}{2}mv^2", "\\boxed{\\frac{mv^2}{2}}", 1.0),
+    ("6.02e23", "Answer: 6.02 \\times 10^{23}", 1.0),
+    ("0.25", "\\boxed{25\\%}", 1.0),
+    ("100", "answer is 100 kPa", 1.0),
+    # near misses and format failures
+    ("5", "Answer: 5x", 0.0),  # a variable, not a unit
+    ("5", "Answer: 5 + x", 0.0),
+    ("-4", "Answer: 4", 0.0),  # wrong sign
+    ("12", "no final answer given", 0.0),
+    ("9.81", "Answer: 9.8 m/s^2", 0.0),  # exact by default
+    ("300", "\\boxed{3000 \\text{ J}}", 0.0),  # off by a factor of 10
+    ("2", "\\boxed{2} ... on second thought \\boxed{3}", 0.0),
+    ("7", "The answer is seven", 0.0),
+]
+
+
+@pytest.mark.parametrize(("reference", "response", "expected"), MC_TABLE)
+def test_mc_table(reference: str, response: str, expected: float) -> None:
+    assert score_mc(response, reference).reward == expected
+
+
+@pytest.mark.parametrize(("reference", "response", "expected"), SHORT_TABLE)
+def test_short_answer_table(reference: str, response: str, expected: float) -> None:
+    assert score_short_answer(response, reference).reward == expected
+
+
+def test_tables_are_big_enough() -> None:
+    assert len(MC_TABLE) >= 20 and len(SHORT_TABLE) >= 20
+
+
+def test_mc_reasons_and_extraction() -> None:
+    assert score_mc("I am not sure", "A").reason == "format"
+    assert score_mc("Answer: B", "A").reason == "wrong"
+    assert extract_choice("(A) no. (B) no. The answer is (D). See (C)?") == "C"
+
+
+def test_registered_verifiers_and_rel_tol() -> None:
+    mc, short = get_verifier("stem_mc"), get_verifier("stem")
+    assert mc("Answer: (B)", Example("u", "stem-gen", (), "B")).reward == 1.0
+    measured = Example("u", "t", (), "9.81", meta={"rel_tol": 0.01})
+    assert short("Answer: 9.8 m/s^2", measured).reward == 1.0
+    assert short("Answer: 9.6 m/s^2", measured).reward == 0.0
+    assert short("Answer: 9.8", Example("u", "t", (), "9.81")).reward == 0.0
