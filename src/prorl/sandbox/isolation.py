@@ -117,8 +117,8 @@ def rlimit_args(iso: Isolation, limits: Limits) -> list[str]:
         "--core=0",
     ]
     if iso.setpriv:
-        # +3: bwrap's outer process, its pid-1 init and the program itself.
-        args.append(f"--nproc={limits.processes + 3}")
+        # +1: bwrap's outer process (the program runs as pid 1 of its namespace).
+        args.append(f"--nproc={limits.processes + 1}")
     return [*args, "--"]
 
 
@@ -133,7 +133,15 @@ def command(
     if not iso.bwrap:
         return cmd + [a.replace(BOX, box) for a in argv], box
     cmd += [iso.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent"]
-    cmd += ["--new-session", "--clearenv", "--json-status-fd", "3", "--hostname", "sandbox"]
+    cmd += [
+        "--new-session",
+        "--as-pid-1",
+        "--clearenv",
+        "--json-status-fd",
+        "3",
+        "--hostname",
+        "sandbox",
+    ]
     cmd += _system_binds(iso.python)
     cmd += ["--proc", "/proc", "--dev", "/dev"]
     cmd += ["--size", str(limits.tmp_mb << 20), "--tmpfs", "/tmp"]

@@ -323,6 +323,8 @@ def _judge(
     stderr = io["err"].decode(errors="replace")
     if io["output_limit"]:
         status, code = L.OUTPUT_LIMIT, None
+    elif io["timeout"] and any(s in stderr[-2000:] for s in _MEMORY_SIGNS):
+        status, code = L.MEMORY, None  # ran out of memory, then hung on its way out
     elif io["timeout"]:
         status, code, detail = L.TIMEOUT, None, f"wall limit {limits.wall_s}s"
     elif code == 0:
