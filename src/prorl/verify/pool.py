@@ -232,7 +232,9 @@ class _BatchRun:
                     self._receive(w)
                     if w.item is None or w not in self.pool.workers:
                         continue
-                self.results[w.item] = Score(0.0, "TIMEOUT", {"timeout_s": self.pool.timeout_s})
+                elapsed = round(now - w.deadline + self.pool.timeout_s, 3)
+                details = {"timeout_s": self.pool.timeout_s, "elapsed_s": elapsed}
+                self.results[w.item] = Score(0.0, "TIMEOUT", details)
                 w.item = None
                 self._replace(w)
             elif not w.ready and now >= w.started + self.pool.boot_timeout_s:
