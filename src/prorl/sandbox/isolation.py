@@ -117,8 +117,9 @@ def rlimit_args(iso: Isolation, limits: Limits) -> list[str]:
         "--core=0",
     ]
     if iso.setpriv:
-        # +1: bwrap's outer process (the program runs as pid 1 of its namespace).
-        args.append(f"--nproc={limits.processes + 1}")
+        # The program counts itself; with namespaces bwrap's outer process counts too (the
+        # program runs as pid 1 of its namespace, with no init in between).
+        args.append(f"--nproc={limits.processes + (1 if iso.bwrap else 0)}")
     return [*args, "--"]
 
 
