@@ -107,7 +107,8 @@ def test_k_grids() -> None:
 
 def test_evaluate_package_does_not_import_torch() -> None:
     code = (
-        "import sys, prorl.evaluate, prorl.evaluate.analysis, prorl.evaluate.report; "
+        "import sys, prorl.evaluate, prorl.evaluate.analysis, prorl.evaluate.report, "
+        "prorl.evaluate.cli, prorl.evaluate.runner; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,291 @@
+"""Generate, score and store: the resumable half of ``prorl eval`` (and of training's eval).
+
+Per (model, task) the problems of the held-out split are generated in chunks; a problem's
+line is appended (with fsync) only once all its n samples are scored. A rerun with the same
+``--out`` reads what is there and generates only the missing problems. Samples of problem i
+depend only on (seed, task, i) - the sampler draws per-prompt noise - so a resumed evaluation
+stores exactly what an uninterrupted one would.
+
+This module imports no torch at import time; models load inside ``load_model``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from prorl.evaluate import store
+from prorl.evaluate.passk import DEFAULT_THRESHOLD, default_ks
+from prorl.sampling.base import derive_seed  # pure hashing, no torch
+from prorl.tasks import Task, get_task
+from prorl.types import Example, SamplingParams, Score
+from prorl.verify.registry import as_score
+
+# Texts of a problem's n samples -> their scores. The default scores in-process with the
+# task's verifier; pass a pool-backed scorer to enforce timeouts.
+Scorer = Callable[[Task, Example, Sequence[str]], list[Score]]
+DEFAULT_PROBLEMS = 100  # for unbounded (procedural) splits
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What is generated. n, sampling, split and seed must match to resume into a directory."""
+
+    n: int = 64
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 512
+    split: str = "test"
+    problems: int | None = None  # per task; None = the whole split (DEFAULT_PROBLEMS if unbounded)
+    seed: int = 0
+    chunk: int = 4  # problems per generate call and per durable write
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"--n must be >= 1, got {self.n}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"--top-p must lie in (0, 1], got {self.top_p}")
+        if self.temperature < 0:
+            raise ValueError(f"--temperature must be >= 0, got {self.temperature}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
+        if self.problems is not None and self.problems < 1:
+            raise ValueError(f"--problems must be >= 1, got {self.problems}")
+        if self.split not in ("train", "val", "test"):
+            raise ValueError(f"--split must be val, test or train, got {self.split!r}")
+        if self.chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {self.chunk}")
+
+    @property
+    def params(self) -> SamplingParams:
+        return SamplingParams(self.temperature, self.top_p, self.max_new_tokens)
+
+
+def parse_tasks(spec: str) -> list[str]:
+    names = list(dict.fromkeys(t.strip() for t in spec.split(",") if t.strip()))
+    if not names:
+        raise ValueError("--tasks is empty: give comma-separated task names (see `prorl tasks`)")
+    return names
+
+
+def resolve_tasks(names: Sequence[str]) -> dict[str, Task]:
+    """Build every task up front so an unknown name fails before anything is generated."""
+    return {name: get_task(name) for name in names}
+
+
+def problem_count(task: Task, settings: EvalSettings) -> int:
+    size = task.size(settings.split)
+    if size is None:
+        return settings.problems or DEFAULT_PROBLEMS
+    if size == 0:
+        raise ValueError(f"task {task.name} has no {settings.split} split; try --split val")
+    return min(size, settings.problems or size)
+
+
+def parse_model_spec(spec: str) -> tuple[str, str]:
+    """``label=path`` or just ``path``/name (label: the name, or the path's last part)."""
+    label, sep, path = spec.partition("=")
+    if not sep:
+        path = spec
+        label = Path(spec.rstrip("/")).name or spec
+    if not path.strip() or not label.strip():
+        raise ValueError(f"bad --model {spec!r}: expected NAME_OR_PATH or LABEL=NAME_OR_PATH")
+    return store.slug(label), path
+
+
+def prepare_dir(
+    out: Path,
+    settings: EvalSettings,
+    tasks: dict[str, Task],
+    ks: Sequence[int] | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> dict[str, Any]:
+    """Create or reopen ``out``; refuse (ValueError, nothing written) on conflicting settings."""
+    old = store.read_manifest(out)
+    fixed = {
+        "n": settings.n,
+        "split": settings.split,
+        "seed": settings.seed,
+        "sampling": asdict(settings.params),
+    }
+    if old is None:
+        if out.exists() and any(out.iterdir()):
+            raise ValueError(
+                f"{out} exists and is not a prorl evaluation directory; use another --out"
+            )
+        man: dict[str, Any] = {"version": store.FORMAT_VERSION, "models": [], "tasks": [], **fixed}
+    else:
+        diff = [
+            f"{k}: stored {old.get(k)!r}, asked {v!r}" for k, v in fixed.items() if old.get(k) != v
+        ]
+        if diff:
+            raise ValueError(
+                f"{out} holds results generated with other settings ({'; '.join(diff)}); "
+                "resume with the same settings or choose another --out"
+            )
+        man = dict(old)
+    known = {t["name"] for t in man["tasks"]}
+    man["tasks"] = man["tasks"] + [
+        {"name": name, "domain": getattr(t, "domain", "other")}
+        for name, t in tasks.items()
+        if name not in known
+    ]
+    man["ks"] = list(ks) if ks else man.get("ks") or default_ks(settings.n)
+    man["threshold"] = threshold
+    store.write_manifest(out, man)
+    return man
+
+
+def register_model(out: Path, label: str, spec: str) -> None:
+    """Record a model (after it loaded) in the manifest; a label keeps its first spec."""
+    _check_label(out, label, spec)
+    man = store.read_manifest(out)
+    assert man is not None, "prepare_dir first"
+    if all(m["label"] != label for m in man["models"]):
+        man["models"] = [*man["models"], {"label": label, "spec": spec}]
+        store.write_manifest(out, man)
+
+
+def default_scorer(task: Task, example: Example, texts: Sequence[str]) -> list[Score]:
+    out = []
+    for text in texts:
+        try:
+            out.append(as_score(task.score(text, example)))
+        except Exception as e:  # a verifier bug is the harness's fault, not the model's
+            out.append(Score(0.0, "INFRA_ERROR", {"error": repr(e)[:200]}))
+    return out
+
+
+def evaluate_task(
+    sampler: Any,
+    tokenizer: Any,
+    encode: Callable[[Any, Sequence[Example]], list[list[int]]],
+    task: Task,
+    out: Path,
+    label: str,
+    settings: EvalSettings,
+    scorer: Scorer = default_scorer,
+    log: TextIO | None = sys.stderr,
+) -> int:
+    """Generate and store the missing problems of one (model, task); return how many were new."""
+    path = store.results_path(out, label, task.name)
+    done = {int(r["index"]) for r in store.read_rows(path)}
+    total = problem_count(task, settings)
+    todo = [i for i in range(total) if i not in done]
+    t0 = time.monotonic()
+    for start in range(0, len(todo), settings.chunk):
+        idx = todo[start : start + settings.chunk]
+        examples = [task.example(i, settings.split) for i in idx]
+        seeds = [derive_seed(settings.seed, task.name, settings.split, i) for i in idx]
+        groups = sampler.generate(encode(tokenizer, examples), settings.n, settings.params, seeds)
+        rows = [
+            _row(i, ex, samples, scorer(task, ex, [s.text for s in samples]))
+            for i, ex, samples in zip(idx, examples, groups, strict=True)
+        ]
+        store.append_rows(path, rows)
+        if log is not None:
+            finished = len(done) + start + len(idx)
+            print(
+                f"[{label}] {task.name}: {finished}/{total} problems "
+                f"({time.monotonic() - t0:.0f} s)",
+                file=log,
+                flush=True,
+            )
+    return len(todo)
+
+
+def _row(
+    index: int, ex: Example, samples: Sequence[Any], scores: Sequence[Score]
+) -> dict[str, Any]:
+    return {
+        "index": index,
+        "uid": ex.uid,
+        "task": ex.task,
+        "question": ex.question,
+        "answer": ex.answer,
+        "samples": [
+            {
+                "text": s.text,
+                "num_tokens": len(s.token_ids),
+                "finish_reason": s.finish_reason,
+                "reward": sc.reward,
+                "reason": sc.reason,
+            }
+            for s, sc in zip(samples, scores, strict=True)
+        ],
+    }
+
+
+def load_model(spec: str, dtype: str = "float32", batch_size: int = 32) -> tuple[Any, Any, Any]:
+    """(sampler, tokenizer, encode) for a model spec; ModelLoadError (a ValueError) if it fails."""
+    from prorl.models import encode_prompts, load_policy
+    from prorl.sampling.hf import HFSampler
+
+    model, tokenizer = load_policy(spec, dtype=dtype)
+    return HFSampler(model, tokenizer, batch_size=batch_size), tokenizer, encode_prompts
+
+
+def check_model_specs(specs: Sequence[str]) -> None:
+    """Cheap pre-flight: a spec that is neither a known name nor an existing path fails now,
+    before any model of the list has been evaluated."""
+    from prorl.models import known_models
+
+    for spec in specs:
+        if spec not in known_models() and not Path(spec).expanduser().exists():
+            raise ValueError(
+                f"cannot load model {spec!r}: not a known model ({', '.join(known_models())}) "
+                "and no such file or folder"
+            )
+
+
+def run_evaluation(
+    models: Sequence[str],
+    task_names: Sequence[str],
+    out: Path,
+    settings: EvalSettings,
+    *,
+    ks: Sequence[int] | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    dtype: str = "float32",
+    batch_size: int = 32,
+    scorer: Scorer = default_scorer,
+    loader: Callable[[str], tuple[Any, Any, Any]] | None = None,
+    log: TextIO | None = sys.stderr,
+) -> dict[str, int]:
+    """Evaluate every model on every task into ``out``; return new problems per model label.
+
+    Validation (tasks, settings, model specs) happens before anything is generated.
+    """
+    out = Path(out)
+    tasks = resolve_tasks(task_names)
+    labelled = [parse_model_spec(m) for m in models]
+    if len({lab for lab, _ in labelled}) != len(labelled):
+        raise ValueError("two --model arguments share a label; name them with LABEL=PATH")
+    if loader is None:
+        check_model_specs([spec for _, spec in labelled])
+    prepare_dir(out, settings, tasks, ks, threshold)
+    load = loader or (lambda spec: load_model(spec, dtype=dtype, batch_size=batch_size))
+    new: dict[str, int] = {}
+    for label, spec in labelled:
+        _check_label(out, label, spec)
+        sampler, tokenizer, encode = load(spec)
+        register_model(out, label, spec)
+        new[label] = sum(
+            evaluate_task(sampler, tokenizer, encode, task, out, label, settings, scorer, log)
+            for task in tasks.values()
+        )
+    return new
+
+
+def _check_label(out: Path, label: str, spec: str) -> None:
+    man = store.read_manifest(out) or {"models": []}
+    for m in man["models"]:
+        if m["label"] == label and m["spec"] != spec:
+            raise ValueError(
+                f"model label {label!r} already holds results of {m['spec']!r}, not {spec!r}; "
+                f"name it differently with --model OTHER_LABEL={spec}"
+            )

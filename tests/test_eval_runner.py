@@ -1,0 +1,229 @@
+"""prorl eval: storage, resume, bad input (fake sampler), and end to end on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prorl.evaluate import store
+from prorl.evaluate.cli import main
+from prorl.evaluate.runner import EvalSettings, run_evaluation
+from prorl.sampling.base import derive_seed
+from prorl.tasks import register_task
+from prorl.tasks.base import UnknownTaskError
+from prorl.types import Example, Sample, SamplingParams
+
+
+class _FakeTask:
+    """Answer is always "yes"; 10 test problems."""
+
+    domain = "logic"
+
+    def __init__(self, name: str = "evaltest/fake") -> None:
+        self.name = name
+
+    def size(self, split: str = "train") -> int | None:
+        return 10
+
+    def example(self, index: int, split: str = "train") -> Example:
+        prompt = ({"role": "user", "content": f"problem {index}"},)
+        return Example(f"{self.name}:{split}:{index}", self.name, prompt, "yes", {"i": index})
+
+    def score(self, response: str, example: Example) -> float:
+        return 1.0 if response == example.answer else 0.0
+
+
+register_task("evaltest/fake", domain="logic")(lambda: _FakeTask())
+register_task("evaltest/other", domain="math")(lambda: _FakeTask("evaltest/other"))
+
+
+class _FakeSampler:
+    """Deterministic in (seed, sample index) like the real samplers; records what it made."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.calls: list[list[int]] = []
+        self.fail_after = fail_after
+
+    def generate(
+        self, prompts: Sequence[Sequence[int]], n: int, params: SamplingParams, seed: Any
+    ) -> list[list[Sample]]:
+        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+            raise KeyboardInterrupt  # the user pressing Ctrl-C mid-evaluation
+        self.calls.append([p[0] for p in prompts])
+        return [
+            [
+                Sample((1, 2), (-0.1, -0.2), "yes" if derive_seed(s, j) % 3 == 0 else "no", "stop")
+                for j in range(n)
+            ]
+            for s in seed
+        ]
+
+
+def _encode(tokenizer: Any, examples: Sequence[Example]) -> list[list[int]]:
+    return [[int(ex.meta["i"])] for ex in examples]
+
+
+def _run(out: Path, sampler: _FakeSampler, **kw: Any) -> dict[str, int]:
+    settings = EvalSettings(n=kw.pop("n", 8), problems=6, chunk=2, **kw)
+    return run_evaluation(
+        ["base=fake-model"],
+        ["evaltest/fake", "evaltest/other"],
+        out,
+        settings,
+        loader=lambda spec: (sampler, None, _encode),
+        log=None,
+    )
+
+
+def _rows(out: Path, task: str = "evaltest/fake") -> list[dict[str, Any]]:
+    return store.read_rows(store.results_path(out, "base", task))
+
+
+def test_stores_every_sample_with_its_reward(tmp_path: Path) -> None:
+    sampler = _FakeSampler()
+    assert _run(tmp_path / "ev", sampler) == {"base": 12}
+    rows = _rows(tmp_path / "ev")
+    assert [r["index"] for r in rows] == list(range(6))
+    assert all(len(r["samples"]) == 8 for r in rows)
+    s = rows[0]["samples"][0]
+    assert set(s) == {"text", "num_tokens", "finish_reason", "reward", "reason"}
+    assert s["num_tokens"] == 2 and s["reward"] == (1.0 if s["text"] == "yes" else 0.0)
+    man = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert man["models"] == [{"label": "base", "spec": "fake-model"}]
+    assert [t["name"] for t in man["tasks"]] == ["evaltest/fake", "evaltest/other"]
+    assert man["sampling"] == {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 512}
+
+
+def test_resume_does_not_regenerate_finished_problems(tmp_path: Path) -> None:
+    out = tmp_path / "ev"
+    with pytest.raises(KeyboardInterrupt):
+        _run(out, _FakeSampler(fail_after=2))  # 2 chunks of 2 problems, then Ctrl-C
+    assert [r["index"] for r in _rows(out)] == [0, 1, 2, 3]
+    # a crash in the middle of writing problem 4's line
+    with store.results_path(out, "base", "evaltest/fake").open("a") as f:
+        f.write('{"index": 4, "samples": [{"te')
+    resumed = _FakeSampler()
+    assert _run(out, resumed) == {"base": 2 + 6}
+    assert resumed.calls[0] == [4, 5]  # only the missing problems of the first task
+    # identical to an uninterrupted evaluation
+    _run(tmp_path / "full", _FakeSampler())
+    for task in ("evaltest/fake", "evaltest/other"):
+        assert _rows(out, task) == _rows(tmp_path / "full", task)
+    assert _run(out, (idle := _FakeSampler())) == {"base": 0} and idle.calls == []
+
+
+def test_conflicting_settings_refused_without_touching_results(tmp_path: Path) -> None:
+    out = tmp_path / "ev"
+    _run(out, _FakeSampler())
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="other settings.*n: stored 8, asked 4"):
+        _run(out, _FakeSampler(), n=4)
+    with pytest.raises(ValueError, match="temperature"):
+        _run(out, _FakeSampler(), temperature=1.0)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_unknown_task_fails_before_anything_is_written(tmp_path: Path) -> None:
+    out = tmp_path / "ev"
+    with pytest.raises(UnknownTaskError, match="nope"):
+        run_evaluation(["m"], ["evaltest/fake", "nope"], out, EvalSettings(n=2), log=None)
+    assert not out.exists()
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: Any) -> None:
+    out = tmp_path / "ev"
+    _run(out, _FakeSampler())
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    cases = [
+        ["eval", "--model", "tiny", "--tasks", "no_such_task", "--out", str(out)],
+        [
+            "eval",
+            "--model",
+            str(tmp_path / "missing"),
+            "--tasks",
+            "evaltest/fake",
+            "--n",
+            "8",
+            "--out",
+            str(out),
+        ],
+        [
+            "eval",
+            "--model",
+            "tiny",
+            "--tasks",
+            "evaltest/fake",
+            "--n",
+            "4",
+            "--k",
+            "1,8",
+            "--out",
+            str(out),
+        ],
+        ["report", str(tmp_path / "empty")],
+    ]
+    (tmp_path / "empty").mkdir()
+    for argv in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"prorl {argv[0]}: error: "), err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # and from a real process
+    proc = subprocess.run(
+        [sys.executable, "-m", "prorl.evaluate.cli", "report", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "is not a directory" in proc.stderr
+
+
+def test_label_clash_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "ev"
+    _run(out, _FakeSampler())
+    with pytest.raises(ValueError, match="already holds results of 'fake-model'"):
+        run_evaluation(
+            ["base=other"],
+            ["evaltest/fake"],
+            out,
+            EvalSettings(n=8, problems=6, chunk=2),
+            loader=lambda s: (_FakeSampler(), None, _encode),
+            log=None,
+        )
+
+
+def test_tiny_model_eval_then_report_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "ev"
+    tasks = ["rg/leg_counting", "rg/basic_arithmetic"]
+    argv = [
+        "eval",
+        "--model",
+        "tiny",
+        "--tasks",
+        ",".join(tasks),
+        "--n",
+        "4",
+        "--problems",
+        "2",
+        "--max-new-tokens",
+        "16",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    assert main(["report", str(out)]) == 0
+    html, md = (out / "report.html").read_text(), (out / "summary.md").read_text()
+    for task in tasks:
+        assert task in html and task in md
+        rows = store.read_rows(store.results_path(out, "tiny", task))
+        assert [r["index"] for r in rows] == [0, 1] and all(len(r["samples"]) == 4 for r in rows)
+        samples = [s for r in rows for s in r["samples"]]
+        assert all(0 < s["num_tokens"] <= 16 for s in samples)
+        # a random-init model never writes <answer> tags: scored, as a format failure
+        assert all(s["reward"] == 0.0 and s["reason"] == "format" for s in samples)
+    assert "data:image/png;base64," in html
