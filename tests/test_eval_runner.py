@@ -13,7 +13,7 @@ import pytest
 
 from prorl.evaluate import store
 from prorl.evaluate.cli import main
-from prorl.evaluate.runner import EvalSettings, run_evaluation
+from prorl.evaluate.runner import EvalSettings, default_scorer, run_evaluation
 from prorl.sampling.base import derive_seed
 from prorl.tasks import register_task
 from prorl.tasks.base import UnknownTaskError
@@ -77,6 +77,7 @@ def _run(out: Path, sampler: _FakeSampler, **kw: Any) -> dict[str, int]:
         out,
         settings,
         loader=lambda spec: (sampler, None, _encode),
+        scorer=default_scorer,
         log=None,
     )
 
@@ -193,6 +194,7 @@ def test_label_clash_is_refused(tmp_path: Path) -> None:
             out,
             EvalSettings(n=8, problems=6, chunk=2),
             loader=lambda s: (_FakeSampler(), None, _encode),
+            scorer=default_scorer,
             log=None,
         )
 

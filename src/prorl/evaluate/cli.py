@@ -60,6 +60,12 @@ def add_parsers(subparsers: Any) -> None:
     ev.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass")
     ev.add_argument("--chunk", type=int, default=4, help="problems per generate call / write")
     ev.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16")
+    ev.add_argument(
+        "--verify-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a verifier may take per response (default 10)",
+    )
     ev.add_argument("--report", action="store_true", help="also write the report when done")
     ev.set_defaults(func=run_eval)
 
@@ -119,6 +125,7 @@ def run_eval(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             dtype=args.dtype,
             batch_size=args.batch_size,
+            verify_timeout_s=args.verify_timeout,
         )
     except ValueError as e:  # includes UnknownTaskError and ModelLoadError
         return _error("eval", str(e))

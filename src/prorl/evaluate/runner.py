@@ -160,6 +160,17 @@ def default_scorer(task: Task, example: Example, texts: Sequence[str]) -> list[S
     return out
 
 
+def pool_scorer(pool: Any) -> Scorer:
+    """Score with a ``VerifierPool`` (hard per-item deadlines; the task is rebuilt by name in
+    the workers, so it must be reachable through the task registry)."""
+    from prorl.verify.pool import Scorer as Target
+
+    def score(task: Task, example: Example, texts: Sequence[str]) -> list[Score]:
+        return list(pool.score(Target.task(task.name), list(texts), [example] * len(texts)))
+
+    return score
+
+
 def evaluate_task(
     sampler: Any,
     tokenizer: Any,
@@ -252,13 +263,15 @@ def run_evaluation(
     threshold: float = DEFAULT_THRESHOLD,
     dtype: str = "float32",
     batch_size: int = 32,
-    scorer: Scorer = default_scorer,
+    scorer: Scorer | None = None,
+    verify_timeout_s: float = 10.0,
     loader: Callable[[str], tuple[Any, Any, Any]] | None = None,
     log: TextIO | None = sys.stderr,
 ) -> dict[str, int]:
     """Evaluate every model on every task into ``out``; return new problems per model label.
 
     Validation (tasks, settings, model specs) happens before anything is generated.
+    Without a ``scorer``, responses are scored in a ``VerifierPool`` with hard deadlines.
     """
     out = Path(out)
     tasks = resolve_tasks(task_names)
@@ -269,15 +282,25 @@ def run_evaluation(
         check_model_specs([spec for _, spec in labelled])
     prepare_dir(out, settings, tasks, ks, threshold)
     load = loader or (lambda spec: load_model(spec, dtype=dtype, batch_size=batch_size))
+    pool = None
+    if scorer is None:
+        from prorl.verify.pool import VerifierPool
+
+        pool = VerifierPool(timeout_s=verify_timeout_s)
+        scorer = pool_scorer(pool)
     new: dict[str, int] = {}
-    for label, spec in labelled:
-        _check_label(out, label, spec)
-        sampler, tokenizer, encode = load(spec)
-        register_model(out, label, spec)
-        new[label] = sum(
-            evaluate_task(sampler, tokenizer, encode, task, out, label, settings, scorer, log)
-            for task in tasks.values()
-        )
+    try:
+        for label, spec in labelled:
+            _check_label(out, label, spec)
+            sampler, tokenizer, encode = load(spec)
+            register_model(out, label, spec)
+            new[label] = sum(
+                evaluate_task(sampler, tokenizer, encode, task, out, label, settings, scorer, log)
+                for task in tasks.values()
+            )
+    finally:
+        if pool is not None:
+            pool.close()
     return new
 
 
