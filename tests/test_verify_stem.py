@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from prorl.tasks import get_task
+from prorl.tasks.stem_gen import StemGenTask, fmt
 from prorl.types import Example
 from prorl.verify import get_verifier
 from prorl.verify.stem import extract_choice, score_mc, score_short_answer
@@ -88,3 +92,64 @@ def test_registered_verifiers_and_rel_tol() -> None:
     assert short("Answer: 9.8 m/s^2", measured).reward == 1.0
     assert short("Answer: 9.6 m/s^2", measured).reward == 0.0
     assert short("Answer: 9.8", Example("u", "t", (), "9.81")).reward == 0.0
+
+
+# ----------------------------------------------------------------------------- stem-gen
+
+
+def _recompute(question: str) -> float | None:
+    """The correct value from the question text alone, for the families covered here."""
+    nums = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", question.split("\n")[0])]
+    if "net force" in question:
+        return nums[0] * nums[1]
+    if "kinetic energy" in question:
+        return nums[0] * nums[1] ** 2 / 2
+    if "km in" in question:
+        return nums[0] / nums[1]
+    if "degrees Celsius" in question:
+        return nums[0] + 273.15
+    if m := re.match(r"How many (\w+) are in (\d+) (\w+)\?", question):
+        factor = {("kilometres", "metres"): 1000, ("metres", "centimetres"): 100}
+        factor |= {("hours", "minutes"): 60, ("minutes", "seconds"): 60}
+        factor |= {("kilograms", "grams"): 1000, ("litres", "millilitres"): 1000}
+        return int(m[2]) * factor[(m[3], m[1])]
+    return None
+
+
+def test_stem_gen_correct_letter_checks_out() -> None:
+    task = get_task("stem-gen")
+    covered = 0
+    for i in range(300):
+        ex = task.example(i)
+        options = ex.meta["options"]
+        assert len(set(options)) == 4
+        assert f"{ex.answer}) {options['ABCD'.index(ex.answer)]} " in ex.question
+        value = _recompute(ex.question)
+        if value is not None:
+            covered += 1
+            assert options["ABCD".index(ex.answer)] == fmt(value), ex.question
+            assert fmt(value) not in options[: "ABCD".index(ex.answer)]
+        assert task.score(f"The answer is \\boxed{{{ex.answer}}}", ex).reward == 1.0
+    assert covered > 100
+    letters = {task.example(i).answer for i in range(100)}
+    assert letters == set("ABCD")  # the correct position varies
+
+
+def test_stem_gen_deterministic_and_disjoint() -> None:
+    a, b = StemGenTask(seed=1), StemGenTask(seed=1)
+    assert [a.example(i) for i in range(30)] == [b.example(i) for i in range(30)]
+    val = {a.example(i, "val").meta["key"] for i in range(100)}
+    test = {a.example(i, "test").meta["key"] for i in range(100)}
+    train = {a.example(i).meta["key"] for i in range(1500)}
+    assert not (train & val) and not (train & test) and not (val & test)
+    with pytest.raises(IndexError):
+        a.example(200, "test")
+
+
+def test_fmt() -> None:
+    assert [fmt(12.0), fmt(298.15), fmt(1 / 150), fmt(-0.5)] == [
+        "12",
+        "298.15",
+        "0.0066667",
+        "-0.5",
+    ]
