@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -199,3 +200,14 @@ def test_verify_does_not_import_torch() -> None:
     code = "import prorl.verify.code, prorl.tasks.code, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_time_limit_covers_the_whole_run() -> None:
+    # Each case alone is fast enough; together they overrun the run's 1.2 s budget.
+    slow = fence("import time\ntime.sleep(0.5)\nprint(input())")
+    tests = {"inputs": [f"{i}\n" for i in range(12)], "outputs": [f"{i}\n" for i in range(12)]}
+    start = time.monotonic()
+    score = score_code(slow, tests, timeout_s=1.2)
+    assert (score.reward, score.reason) == (0.0, "TIMEOUT")
+    assert time.monotonic() - start < 1.2 + 1.0
+    assert score_code(slow, {"inputs": ["7\n"], "outputs": ["7\n"]}, timeout_s=1.2).reward == 1.0

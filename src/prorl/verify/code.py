@@ -2,7 +2,7 @@
 
 The solution is the last fenced code block (after any ``</think>``). Reward is the fraction
 of test cases passed (all cases run), 1/0 for assertion tests, 0 on a syntax error or when a
-sandbox run exceeds the time limit. Three test formats:
+the whole run exceeds its time limit. Three test formats:
 
 - stdin/stdout: ``{"inputs": [...], "outputs": [...]}`` (APPS, TACO, Eurus-2);
 - call-based: ``{"fn_name": ..., "inputs": [[args...], ...], "outputs": [...]}``;
@@ -18,9 +18,12 @@ from __future__ import annotations
 import ast
 import json
 import math
+import os
 import re
 import secrets
-from dataclasses import dataclass
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -99,30 +102,47 @@ def score_code(
     except ValueError as e:
         return Score(0.0, "INFRA_ERROR", {"error": str(e)})
     limits = limits or sandbox.Limits(cpu_s=timeout_s, wall_s=timeout_s, stdout_bytes=4 << 20)
+    budget = _Budget(time.monotonic() + limits.wall_s, limits)
     try:
         if spec.kind == "stdio":
-            return _score_stdio(code, spec, limits)
+            return _score_stdio(code, spec, budget)
         if spec.kind == "call":
-            return _score_call(code, spec, limits)
-        return _score_assert(code, spec, limits)
+            return _score_call(code, spec, budget)
+        return _score_assert(code, spec, budget)
     except sandbox.IsolationError:
         raise  # strict mode: a missing isolation layer is meant to stop the run
     except Exception as e:  # a harness bug must not look like a wrong answer
         return Score(0.0, "INFRA_ERROR", {"error": repr(e)[:300]})
 
 
-def _score_stdio(code: str, spec: Tests, limits: sandbox.Limits) -> Score:
-    jobs = [sandbox.Job(code, stdin=i, limits=limits) for i in spec.inputs]
-    verdicts = sandbox.run_many(jobs)
+class _Budget:
+    """The whole run's deadline: each sandbox run gets only the time that is left, so a
+    score never takes much longer than ``timeout_s`` (the verifier pool's deadline is near)."""
+
+    def __init__(self, deadline: float, limits: sandbox.Limits) -> None:
+        self.deadline, self.limits = deadline, limits
+
+    def run(self, program: str, stdin: str, files: dict[str, str] | None = None) -> sandbox.Verdict:
+        left = self.deadline - time.monotonic()
+        if left <= 0.01:
+            return sandbox.Verdict("TIMEOUT", detail="the whole run's time limit was used up")
+        limits = replace(self.limits, wall_s=left, cpu_s=min(self.limits.cpu_s, left))
+        return sandbox.run(program, stdin, limits, files)
+
+
+def _score_stdio(code: str, spec: Tests, budget: _Budget) -> Score:
+    workers = min(len(spec.inputs), os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers, thread_name_prefix="prorl-code") as pool:
+        verdicts = list(pool.map(lambda stdin: budget.run(code, stdin), spec.inputs))
     passed = [
         v.ok and same_output(v.stdout, o) for v, o in zip(verdicts, spec.outputs, strict=True)
     ]
     return _fraction(passed, [v.status for v in verdicts])
 
 
-def _score_call(code: str, spec: Tests, limits: sandbox.Limits) -> Score:
+def _score_call(code: str, spec: Tests, budget: _Budget) -> Score:
     job = {"mode": "call", "fn_name": spec.fn_name, "inputs": list(spec.inputs)}
-    v = sandbox.run(_driver_source(), json.dumps(job), limits, {"solution.py": code})
+    v = budget.run(_driver_source(), json.dumps(job), {"solution.py": code})
     results: dict[int, Any] = {}
     for rec in _records(v.stdout):
         i = rec.get("i")
@@ -136,20 +156,21 @@ def _score_call(code: str, spec: Tests, limits: sandbox.Limits) -> Score:
     return _fraction(passed, [status] * len(passed))
 
 
-def _score_assert(code: str, spec: Tests, limits: sandbox.Limits) -> Score:
+def _score_assert(code: str, spec: Tests, budget: _Budget) -> Score:
     names = _called_names(code, spec.test_code, spec.entry_point)
     if spec.entry_point and spec.entry_point not in names:
         return Score(0.0, "wrong", {"error": f"the solution defines no {spec.entry_point}()"})
     base = {"test": spec.test_code, "entry_point": spec.entry_point, "names": names, "seed": 0}
-    rec = sandbox.run(
-        _driver_source(), json.dumps({**base, "mode": "record"}), limits, {"solution.py": code}
+    rec = budget.run(
+        _driver_source(), json.dumps({**base, "mode": "record"}), {"solution.py": code}
     )
     if rec.status in ("TIMEOUT", "INFRA_ERROR", "OUTPUT_LIMIT"):
         return _fraction([False], [rec.status])
     records = [r for r in _records(rec.stdout) if r.get("n") in names]
     nonce = secrets.token_hex(16)
     replay_job = {**base, "mode": "replay", "records": records, "nonce": nonce}
-    rep = sandbox.run(_driver_source(), json.dumps(replay_job), limits)
+    # The replay runs no model code and gets its own full budget.
+    rep = sandbox.run(_driver_source(), json.dumps(replay_job), budget.limits)
     if rep.status in ("TIMEOUT", "INFRA_ERROR"):
         # The replay runs no model code: its failure is the harness's or the test's.
         return Score(0.0, "INFRA_ERROR", {"error": f"replay {rep.status}: {rep.stderr[-300:]}"})
