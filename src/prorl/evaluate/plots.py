@@ -38,7 +38,7 @@ def _curve_axes(ax: plt.Axes, curves: list[tuple[str, Curve]], title: str) -> No
     ax.set_ylabel("pass@k")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
 
 
 def passk_plot(analysis: Analysis, task: str) -> bytes:
@@ -119,5 +119,15 @@ def overview_plot(analysis: Analysis) -> bytes:
     axes[0].set_yticks(y + 0.4 - h / 2)
     axes[0].set_yticklabels(tasks, fontsize=8)
     axes[0].invert_yaxis()
-    axes[1].legend(fontsize=7, loc="lower right")
+    # Above the panels: inside them the legend would cover the longest bars.
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        fontsize=8,
+        loc="lower center",
+        ncol=min(len(models), 6),
+        bbox_to_anchor=(0.5, 1.0),
+        frameon=False,
+    )
     return to_png(fig)
