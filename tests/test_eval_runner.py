@@ -13,7 +13,13 @@ import pytest
 
 from prorl.evaluate import store
 from prorl.evaluate.cli import main
-from prorl.evaluate.runner import EvalSettings, default_scorer, run_evaluation
+from prorl.evaluate.report import write_report
+from prorl.evaluate.runner import (
+    EvalSettings,
+    default_scorer,
+    evaluate_checkpoint,
+    run_evaluation,
+)
 from prorl.sampling.base import derive_seed
 from prorl.tasks import register_task
 from prorl.tasks.base import UnknownTaskError
@@ -197,6 +203,33 @@ def test_label_clash_is_refused(tmp_path: Path) -> None:
             scorer=default_scorer,
             log=None,
         )
+
+
+def test_evaluate_checkpoint_for_training_returns_metrics(tmp_path: Path) -> None:
+    settings = EvalSettings(n=4, problems=3, chunk=2)
+    run_eval_dir = tmp_path / "run" / "eval"
+    for step in (0, 100):
+        m = evaluate_checkpoint(
+            _FakeSampler(),
+            None,
+            _encode,
+            ["evaltest/fake"],
+            run_eval_dir,
+            f"step_{step:06d}",
+            settings,
+        )
+        assert set(m) == {
+            "eval/evaltest/fake/pass@1",
+            "eval/evaltest/fake/pass@2",
+            "eval/evaltest/fake/pass@4",
+        }
+        rows = store.read_rows(
+            store.results_path(run_eval_dir, f"step_{step:06d}", "evaltest/fake")
+        )
+        rewards = [s["reward"] for r in rows for s in r["samples"]]
+        assert m["eval/evaltest/fake/pass@1"] == pytest.approx(sum(rewards) / len(rewards))
+    html, _ = write_report(tmp_path / "run", n_boot=20)
+    assert "step_000100" in html.read_text()
 
 
 def test_tiny_model_eval_then_report_end_to_end(tmp_path: Path) -> None:

@@ -304,6 +304,34 @@ def run_evaluation(
     return new
 
 
+def evaluate_checkpoint(
+    sampler: Any,
+    tokenizer: Any,
+    encode: Callable[[Any, Sequence[Example]], list[list[int]]],
+    tasks: Sequence[str] | dict[str, Task],
+    out: Path,
+    label: str,
+    settings: EvalSettings,
+    scorer: Scorer = default_scorer,
+    *,
+    spec: str | None = None,
+    log: TextIO | None = None,
+) -> dict[str, float]:
+    """Training's periodic evaluation: store a live policy's samples under ``out`` (e.g.
+    RUN_DIR/eval) as model ``label`` (e.g. ``step_000200``) and return its flat
+    ``eval/<task>/pass@k`` metrics. ``prorl report RUN_DIR`` then compares the checkpoints."""
+    from prorl.evaluate.analysis import analyse, load_results, summary_metrics
+
+    task_map = tasks if isinstance(tasks, dict) else resolve_tasks(tasks)
+    out = Path(out)
+    prepare_dir(out, settings, task_map)
+    register_model(out, label, spec or label)
+    for task in task_map.values():
+        evaluate_task(sampler, tokenizer, encode, task, out, label, settings, scorer, log)
+    # Few replicates: the metrics use point estimates; the report recomputes intervals.
+    return summary_metrics(analyse(load_results(out), n_boot=10), store.slug(label))
+
+
 def _check_label(out: Path, label: str, spec: str) -> None:
     man = store.read_manifest(out) or {"models": []}
     for m in man["models"]:
