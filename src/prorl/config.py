@@ -1,0 +1,317 @@
+"""Configuration: frozen dataclasses by concern, YAML presets, ``a.b=value`` overrides.
+
+A preset only overrides defaults. Every key is validated when the config is built, with a
+message naming the key, so a typo fails before anything is written. No torch here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESETS_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {msg}")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    weight: float = 1.0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(self.weight > 0, "weight", f"task {self.name!r} needs a positive weight")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "smollm2-135m"  # embedded name, HF folder, .gguf file or run directory
+    dtype: str = "float32"  # master weights; compute uses bf16 autocast when enabled
+    bf16: bool = True  # CPU autocast to bf16 in forward passes
+    gradient_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    tasks: tuple[TaskSpec, ...] = (TaskSpec("rg/leg_counting"),)
+    val_tasks: tuple[TaskSpec, ...] = ()  # empty: validate on the training tasks' val split
+    val_problems: int = 16  # held-out problems per validation task
+
+    def __post_init__(self) -> None:
+        _check(len(self.tasks) > 0, "data.tasks", "at least one task is needed")
+        _check(self.val_problems >= 0, "data.val_problems", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    sampler: str = "hf"
+    prompts_per_step: int = 8  # groups in the training batch
+    n: int = 8  # samples per prompt (group size)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    batch_size: int = 64  # sequences generated together
+    dynamic_sampling: bool = True  # drop groups whose rewards are all equal
+    max_rounds: int = 3  # generation rounds to refill the batch after filtering
+
+    def __post_init__(self) -> None:
+        _check(self.sampler in ("hf", "vllm"), "rollout.sampler", "choose hf or vllm")
+        _check(self.prompts_per_step >= 1, "rollout.prompts_per_step", "must be >= 1")
+        _check(self.n >= 2, "rollout.n", "GRPO needs at least 2 samples per prompt")
+        _check(self.temperature > 0, "rollout.temperature", "must be > 0")
+        _check(0 < self.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
+        _check(self.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
+        _check(self.batch_size >= 1, "rollout.batch_size", "must be >= 1")
+        _check(self.max_rounds >= 1, "rollout.max_rounds", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class AlgoConfig:
+    advantage: str = "grpo"  # grpo | reinforce++-baseline | drgrpo
+    eps_low: float = 0.2
+    eps_high: float = 0.4  # clip-higher (ProRL v1 0.4; v2 0.28)
+    loss_agg: str = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
+    kl_coef: float = 1e-4
+    kl_kind: str = "k3"  # k1 | k2 | k3
+    mini_batches: int = 1  # optimizer steps per rollout batch
+    micro_batch_size: int = 8  # sequences per forward/backward (gradient accumulation)
+    epochs: int = 1  # passes over the rollout batch
+    old_logprobs: str = "trainer"  # trainer: recompute; sampler: use the rollout engine's
+    truncated_is: bool = False  # ProRL v2 truncated importance sampling (sampler vs trainer)
+    is_low: float = 0.5
+    is_high: float = 5.0
+
+    def __post_init__(self) -> None:
+        adv = ("grpo", "reinforce++-baseline", "drgrpo")
+        _check(self.advantage in adv, "algo.advantage", f"choose one of {', '.join(adv)}")
+        aggs = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+        _check(self.loss_agg in aggs, "algo.loss_agg", f"choose one of {', '.join(aggs)}")
+        _check(self.kl_kind in ("k1", "k2", "k3"), "algo.kl_kind", "choose k1, k2 or k3")
+        _check(0 <= self.eps_low < 1, "algo.eps_low", "must be in [0, 1)")
+        _check(self.eps_high >= 0, "algo.eps_high", "must be >= 0")
+        _check(self.kl_coef >= 0, "algo.kl_coef", "must be >= 0")
+        _check(self.mini_batches >= 1, "algo.mini_batches", "must be >= 1")
+        _check(self.micro_batch_size >= 1, "algo.micro_batch_size", "must be >= 1")
+        _check(self.epochs >= 1, "algo.epochs", "must be >= 1")
+        _check(
+            self.old_logprobs in ("trainer", "sampler"), "algo.old_logprobs", "trainer|sampler"
+        )
+        _check(0 < self.is_low <= 1 <= self.is_high, "algo.is_low", "need is_low <= 1 <= is_high")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-6
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optim.lr", "must be > 0")
+        _check(self.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
+        _check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class ResetConfig:
+    every: int = 0  # reset the reference policy every N steps; 0: never
+    reset_optimizer: bool = True  # ProRL v1 re-initialises AdamW; v2 keeps it
+
+    def __post_init__(self) -> None:
+        _check(self.every >= 0, "reset.every", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    every: int = 10  # validate every N steps (and before and after training); 0: ends only
+    n: int = 4  # samples per held-out problem
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 0  # 0: same as rollout.max_new_tokens
+
+    def __post_init__(self) -> None:
+        _check(self.every >= 0, "eval.every", "must be >= 0")
+        _check(self.n >= 1, "eval.n", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    workers: int = 2  # verifier processes; 0 verifies in-process (debugging only)
+    timeout_s: float = 10.0  # hard deadline per item
+
+    def __post_init__(self) -> None:
+        _check(self.workers >= 0, "verify.workers", "must be >= 0")
+        _check(self.timeout_s > 0, "verify.timeout_s", "must be > 0")
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = 0
+    steps: int = 20
+    run_dir: str = "runs/default"
+    tensorboard: bool = True
+    threads: int = 0  # torch intra-op threads; 0: torch's default
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    reset: ResetConfig = field(default_factory=ResetConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 0, "steps", "must be >= 0")
+
+
+# --- building configs from dicts, presets and overrides -------------------------------------
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict, checking keys and value types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(
+                f"{prefix}{key}: unknown key; known keys here: {', '.join(sorted(names))}"
+            )
+    kwargs = {k: _coerce(hints[k], v, f"{prefix}{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{prefix}{e}" if prefix and not str(e).startswith(prefix) else str(e))
+    except TypeError as e:
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {e}") from e
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if tp is TaskSpec and isinstance(value, str):
+            return _task_from_str(value, key)
+        return from_dict(tp, value, key + ".")  # type: ignore[arg-type]
+    if origin is tuple:
+        (inner, _ellipsis) = typing.get_args(tp)
+        if isinstance(value, str) and inner is TaskSpec:
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 2e-6 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _task_from_str(text: str, key: str) -> TaskSpec:
+    """``name`` or ``name:weight`` (the command-line shorthand)."""
+    name, _, weight = text.strip().partition(":")
+    try:
+        return TaskSpec(name, float(weight) if weight else 1.0)
+    except ValueError as e:
+        raise ConfigError(f"{key}: bad task {text!r} (use name or name:weight)") from e
+
+
+def to_dict(cfg: Any) -> Any:
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, tuple | list):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def read_preset(name_or_path: str) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESETS_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"preset: {name_or_path!r} not found; presets: {', '.join(list_presets())} "
+            "(or give a path to a YAML file)"
+        )
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"preset: {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset: {path} must hold a mapping at the top level")
+    return data
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply ``a.b=value`` (value parsed as YAML) to a nested dict in place."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r}: expected key=value, e.g. optim.lr=1e-6")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{key}: could not parse value {raw!r}: {e}") from e
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{key}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    data = read_preset(preset) if preset else {}
+    for ov in overrides:
+        apply_override(data, ov)
+    cfg: Config = from_dict(Config, data)
+    return cfg
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
