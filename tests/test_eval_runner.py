@@ -173,6 +173,17 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: Any) -> Non
             "--out",
             str(out),
         ],
+        [
+            "eval",
+            "--model",
+            str(tmp_path / "empty"),
+            "--tasks",
+            "evaltest/fake",
+            "--n",
+            "8",
+            "--out",
+            str(out),
+        ],  # exists, but holds no model
         ["report", str(tmp_path / "empty")],
     ]
     (tmp_path / "empty").mkdir()

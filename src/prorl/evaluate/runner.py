@@ -283,17 +283,17 @@ def run_evaluation(
     prepare_dir(out, settings, tasks, ks, threshold)
     load = loader or (lambda spec: load_model(spec, dtype=dtype, batch_size=batch_size))
     pool = None
-    if scorer is None:
-        from prorl.verify.pool import VerifierPool
-
-        pool = VerifierPool(timeout_s=verify_timeout_s)
-        scorer = pool_scorer(pool)
     new: dict[str, int] = {}
     try:
         for label, spec in labelled:
             _check_label(out, label, spec)
             sampler, tokenizer, encode = load(spec)
             register_model(out, label, spec)
+            if scorer is None:  # started after a model loaded: a bad model fails fast
+                from prorl.verify.pool import VerifierPool
+
+                pool = VerifierPool(timeout_s=verify_timeout_s)
+                scorer = pool_scorer(pool)
             new[label] = sum(
                 evaluate_task(sampler, tokenizer, encode, task, out, label, settings, scorer, log)
                 for task in tasks.values()
