@@ -95,8 +95,31 @@ def test_selective_log_softmax_bf16_gradient_dtype() -> None:
     assert logits.grad is not None and logits.grad.dtype == torch.bfloat16
 
 
+def test_temperature_inside_equals_dividing_first() -> None:
+    # T = 1.2 (the paper's rollout temperature): values and gradients as for logits / 1.2
+    logits, ids = logits_and_ids(b=2, length=5, v=13)
+    weights = torch.randn(2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    a = logits.clone().requires_grad_(True)
+    out = selective_log_softmax(a, ids, chunk_size=3, temperature=1.2)
+    (out.double() * weights).sum().backward()
+    b = logits.clone().requires_grad_(True)
+    ref = reference_logprobs(b / 1.2, ids)
+    (ref * weights).sum().backward()
+    torch.testing.assert_close(out.double(), ref.detach(), atol=1e-5, rtol=1e-5)
+    assert a.grad is not None and b.grad is not None
+    torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-5)
+    expected_h = Categorical(logits=logits / 1.2).entropy().float()
+    torch.testing.assert_close(chunked_entropy(logits, 4, temperature=1.2), expected_h)
+    # hand value: logits [0, 2 ln 3] at T = 2 -> [0, ln 3] -> log p(token 1) = ln .75
+    two = torch.tensor([[[0.0, 2 * math.log(3)]]])
+    out1 = selective_log_softmax(two, torch.tensor([[1]]), temperature=2.0)
+    assert out1.item() == pytest.approx(math.log(0.75), rel=1e-6)
+
+
 def test_selective_log_softmax_errors() -> None:
     with pytest.raises(ValueError, match=r"logits \[B, L, V\] and token_ids \[B, L\]"):
         selective_log_softmax(torch.zeros(2, 3, 4), torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="chunk_size must be >= 1"):
         chunked_entropy(torch.zeros(1, 2, 3), 0)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        selective_log_softmax(torch.zeros(1, 2, 3), torch.zeros(1, 2, dtype=torch.long), 4, 0.0)

@@ -36,18 +36,33 @@ def _chunks(b: int, length: int, chunk_size: int) -> Iterator[tuple[slice, slice
             yield slice(start, min(start + rows, b)), slice(0, length)
 
 
-def entropy_from_logits(logits: Tensor) -> Tensor:
-    """Entropy ``H = logsumexp(z) - sum(softmax(z) * z)`` per position: ``[B, L, V] -> [B, L]``.
+def _scaled(logits: Tensor, temperature: float) -> Tensor:
+    """float32 copy of ``logits / temperature`` (the division done in float32, not bf16)."""
+    z = logits.to(torch.float32, copy=True)  # [b', l', V]
+    return z if temperature == 1.0 else z.div_(temperature)
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def entropy_from_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """Entropy ``H = logsumexp(z) - sum(softmax(z) * z)``, ``z = logits / temperature``,
+    per position: ``[B, L, V] -> [B, L]``.
 
     Stable for any logit scale (no log of a probability that underflows to 0); differentiable.
     """
-    z = logits.float()  # [B, L, V]
+    _check_temperature(temperature)
+    z = logits.float() / temperature  # [B, L, V]
     lse = torch.logsumexp(z, dim=-1)  # [B, L]
     p = torch.softmax(z, dim=-1)  # [B, L, V]
     return lse - (p * z).sum(dim=-1)  # [B, L]
 
 
-def chunked_entropy(logits: Tensor, chunk_size: int = DEFAULT_CHUNK) -> Tensor:
+def chunked_entropy(
+    logits: Tensor, chunk_size: int = DEFAULT_CHUNK, temperature: float = 1.0
+) -> Tensor:
     """:func:`entropy_from_logits` computed ``chunk_size`` positions at a time.
 
     Meant for the ``policy/entropy`` metric under ``torch.no_grad()``: the float32 scratch is
@@ -57,7 +72,7 @@ def chunked_entropy(logits: Tensor, chunk_size: int = DEFAULT_CHUNK) -> Tensor:
     b, length, _ = logits.shape
     out = torch.empty(b, length, dtype=torch.float32, device=logits.device)  # [B, L]
     for rows, cols in _chunks(b, length, chunk_size):
-        out[rows, cols] = entropy_from_logits(logits[rows, cols])  # [b', l']
+        out[rows, cols] = entropy_from_logits(logits[rows, cols], temperature)  # [b', l']
     return out
 
 
@@ -69,45 +84,50 @@ class _SelectiveLogSoftmax(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits: Tensor, token_ids: Tensor, chunk_size: int) -> Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, logits: Tensor, token_ids: Tensor, chunk_size: int, temperature: float
+    ) -> Tensor:
         b, length, _ = logits.shape
         lse = torch.empty(b, length, dtype=torch.float32, device=logits.device)  # [B, L]
         for rows, cols in _chunks(b, length, chunk_size):
-            lse[rows, cols] = torch.logsumexp(logits[rows, cols].float(), dim=-1)  # [b', l']
+            z = _scaled(logits[rows, cols], temperature)  # [b', l', V]
+            lse[rows, cols] = torch.logsumexp(z, dim=-1)  # [b', l']
         picked = logits.gather(-1, token_ids.unsqueeze(-1)).squeeze(-1).float()  # [B, L]
         ctx.save_for_backward(logits, token_ids, lse)
-        ctx.chunk_size = chunk_size
-        return picked - lse  # [B, L]
+        ctx.chunk_size, ctx.temperature = chunk_size, temperature
+        return picked / temperature - lse  # [B, L]
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
         logits, token_ids, lse = ctx.saved_tensors
         b, length, _ = logits.shape
         grad = torch.empty_like(logits)  # [B, L, V]
         for rows, cols in _chunks(b, length, ctx.chunk_size):
-            g = grad_out[rows, cols].float().unsqueeze(-1)  # [b', l', 1]
-            # one float32 scratch buffer per chunk, updated in place: dz = g * (onehot - p)
-            dz = logits[rows, cols].to(torch.float32, copy=True)  # [b', l', V]
+            # d/dlogits = g / T * (onehot - p); one float32 scratch buffer, updated in place
+            g = grad_out[rows, cols].float().unsqueeze(-1) / ctx.temperature  # [b', l', 1]
+            dz = _scaled(logits[rows, cols], ctx.temperature)  # [b', l', V]
             dz.sub_(lse[rows, cols].unsqueeze(-1)).exp_().mul_(-g)  # [b', l', V]  -g * p
             dz.scatter_add_(-1, token_ids[rows, cols].unsqueeze(-1), g)  # [b', l', V]
             grad[rows, cols] = dz  # cast to the logits' dtype on copy
-        return grad, None, None
+        return grad, None, None, None
 
 
 def selective_log_softmax(
-    logits: Tensor, token_ids: Tensor, chunk_size: int = DEFAULT_CHUNK
+    logits: Tensor, token_ids: Tensor, chunk_size: int = DEFAULT_CHUNK, temperature: float = 1.0
 ) -> Tensor:
     """Log-probs of ``token_ids`` under ``logits``: ``[B, L, V], [B, L] -> [B, L]`` float32.
 
     Equal to ``torch.log_softmax(logits.float(), -1).gather(-1, ids[..., None])[..., 0]`` but
     with at most ``chunk_size`` positions of float32 scratch in forward and backward.
-    ``token_ids`` must be int64 in ``[0, V)``. Temperature scaling, if any, is the caller's
-    (divide the logits first: the rollout engine's log-probs are of the scaled distribution).
+    ``token_ids`` must be int64 in ``[0, V)``. ``temperature`` divides the logits chunk by
+    chunk in float32 (as the sampler does: its log-probs are of the scaled distribution);
+    passing it here instead of ``logits / T`` saves a full ``[B, L, V]`` copy.
     """
+    _check_temperature(temperature)
     if logits.dim() != 3 or token_ids.shape != logits.shape[:2]:
         raise ValueError(
             f"need logits [B, L, V] and token_ids [B, L], got {tuple(logits.shape)} and "
             f"{tuple(token_ids.shape)}"
         )
-    out: Tensor = _SelectiveLogSoftmax.apply(logits, token_ids.long(), chunk_size)
+    out: Tensor = _SelectiveLogSoftmax.apply(logits, token_ids.long(), chunk_size, temperature)
     return out
