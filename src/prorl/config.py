@@ -107,9 +107,7 @@ class AlgoConfig:
         _check(self.mini_batches >= 1, "algo.mini_batches", "must be >= 1")
         _check(self.micro_batch_size >= 1, "algo.micro_batch_size", "must be >= 1")
         _check(self.epochs >= 1, "algo.epochs", "must be >= 1")
-        _check(
-            self.old_logprobs in ("trainer", "sampler"), "algo.old_logprobs", "trainer|sampler"
-        )
+        _check(self.old_logprobs in ("trainer", "sampler"), "algo.old_logprobs", "trainer|sampler")
         _check(0 < self.is_low <= 1 <= self.is_high, "algo.is_low", "need is_low <= 1 <= is_high")
 
 
@@ -198,7 +196,9 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     try:
         return cls(**kwargs)
     except ConfigError as e:
-        raise ConfigError(f"{prefix}{e}" if prefix and not str(e).startswith(prefix) else str(e))
+        raise ConfigError(
+            f"{prefix}{e}" if prefix and not str(e).startswith(prefix) else str(e)
+        ) from None
     except TypeError as e:
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {e}") from e
 

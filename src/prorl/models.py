@@ -113,7 +113,7 @@ def embedded_model_dir(name: str) -> Path:
     model = AutoModelForCausalLM.from_pretrained(src, gguf_file=filename, dtype=torch.float32)
     # The de-quantised weights are plain floats: drop the GGUF quantizer marker so the folder
     # saves and reloads as an ordinary model.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,16 @@ class Example:
 
 # Reasons a verifier result can carry. INFRA_ERROR means the harness failed, not the model:
 # such items are excluded from the update and counted, never scored as a wrong answer.
-REASONS = ("ok", "wrong", "format", "TIMEOUT", "MEMORY", "RUNTIME_ERROR", "OUTPUT_LIMIT", "INFRA_ERROR")
+REASONS = (
+    "ok",
+    "wrong",
+    "format",
+    "TIMEOUT",
+    "MEMORY",
+    "RUNTIME_ERROR",
+    "OUTPUT_LIMIT",
+    "INFRA_ERROR",
+)
 
 
 @dataclass(frozen=True)

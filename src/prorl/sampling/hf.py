@@ -21,9 +21,7 @@ from prorl.types import Sample, SamplingParams
 
 
 class HFSampler:
-    def __init__(
-        self, model: Any, tokenizer: Any, batch_size: int = 32, bf16: bool = True
-    ) -> None:
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 32, bf16: bool = True) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -52,9 +50,9 @@ class HFSampler:
             for r, sample in zip(chunk, self._generate_batch(batch, params), strict=True):
                 results[r] = sample
         out: list[list[Sample]] = [[] for _ in prompts]
-        for (_, i, _), sample in zip(rows, results, strict=True):
-            assert sample is not None
-            out[i].append(sample)
+        for (_, i, _), maybe in zip(rows, results, strict=True):
+            assert maybe is not None
+            out[i].append(maybe)
         return out
 
     @torch.no_grad()

@@ -1,0 +1,111 @@
+"""The ``prorl`` command: train | eval | report | score | tasks | presets."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+
+def _error(message: str, code: int = 2) -> int:
+    print(f"prorl: error: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from prorl.config import ConfigError, load_config
+    from prorl.models import ModelLoadError
+
+    overrides = list(args.overrides)
+    if args.run_dir:
+        overrides.append(f"run_dir={args.run_dir}")
+    try:
+        cfg = load_config(args.preset, overrides)
+    except ConfigError as e:
+        return _error(str(e))
+    from prorl.runtime import run_training
+
+    try:
+        final = run_training(cfg)
+    except (ConfigError, ModelLoadError) as e:
+        return _error(str(e))
+    except KeyboardInterrupt:
+        return _error("interrupted", 130)
+    reward = final.get("eval/reward")
+    if reward is not None:
+        print(f"final validation reward {reward:.3f}; run in {cfg.run_dir}")
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from prorl.tasks import list_tasks
+
+    table = Table("task", "domain", "verifier", "description")
+    for info in sorted(list_tasks(), key=lambda i: (i.domain, i.name)):
+        name = f"{info.name}/<name>" if info.name == "rg" else info.name
+        table.add_row(name, info.domain, info.verifier, info.description)
+    Console().print(table)
+    if args.all_rg:
+        from prorl.tasks.reasoning_gym import OOD_TASKS, available_datasets
+
+        for name in available_datasets():
+            print(f"rg/{name}" + ("  (held-out OOD set)" if name in OOD_TASKS else ""))
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from prorl.config import list_presets
+
+    print("\n".join(list_presets()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prorl", description="Prolonged RL with verifiable rewards."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser(
+        "train",
+        help="run ProRL training",
+        description="Train a policy with GRPO-style RL. Settings come from a preset and "
+        "key=value overrides, e.g. optim.lr=2e-6 rollout.n=8 data.tasks=rg/leg_counting:1",
+    )
+    train.add_argument("--preset", help="preset name (see `prorl presets`) or a YAML file")
+    train.add_argument("--run-dir", help="where metrics, config and checkpoints go")
+    train.add_argument("overrides", nargs="*", metavar="key=value")
+    train.set_defaults(func=cmd_train)
+
+    tasks = sub.add_parser("tasks", help="list the registered tasks")
+    tasks.add_argument("--all-rg", action="store_true", help="also list every reasoning-gym task")
+    tasks.set_defaults(func=cmd_tasks)
+
+    presets = sub.add_parser("presets", help="list the configuration presets")
+    presets.set_defaults(func=cmd_presets)
+
+    from prorl import score_cli
+    from prorl.evaluate import cli as eval_cli
+
+    eval_cli.add_parsers(sub)
+    score_cli.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args: Any = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

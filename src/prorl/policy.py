@@ -1,0 +1,69 @@
+"""Forward passes of the policy (or reference) over prompt + response token sequences."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from prorl.rl import chunked_entropy, selective_log_softmax
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """Prompts left-padded to P, responses right-padded to R: ``input_ids`` is [B, P+R] and
+    the logits at positions P-1 .. P+R-2 predict the R response tokens."""
+
+    input_ids: torch.Tensor  # [B, P+R]
+    attention_mask: torch.Tensor  # [B, P+R]
+    position_ids: torch.Tensor  # [B, P+R]
+    response_ids: torch.Tensor  # [B, R]
+    response_mask: torch.Tensor  # [B, R] 1 on real response tokens
+    prompt_width: int
+
+
+def pack(
+    prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int
+) -> PackedBatch:
+    b = len(prompts)
+    p_w = max(len(p) for p in prompts)
+    r_w = max(1, max(len(r) for r in responses))
+    ids = torch.full((b, p_w + r_w), pad_id, dtype=torch.long)  # [B, P+R]
+    mask = torch.zeros((b, p_w + r_w), dtype=torch.long)  # [B, P+R]
+    for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
+        ids[i, p_w - len(p) : p_w] = torch.tensor(list(p), dtype=torch.long)
+        ids[i, p_w : p_w + len(r)] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, p_w - len(p) : p_w + len(r)] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [B, P+R]
+    return PackedBatch(ids, mask, positions, ids[:, p_w:], mask[:, p_w:].clone(), p_w)
+
+
+def autocast(bf16: bool) -> contextlib.AbstractContextManager[Any]:
+    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def response_logprobs(
+    model: Any, batch: PackedBatch, temperature: float, bf16: bool, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs ``[B, R]`` (float32) of the response tokens under ``model`` with logits
+    divided by ``temperature`` (as the sampler does), and optionally the entropy ``[B, R]``
+    of that distribution (detached: it is a metric, not part of the loss)."""
+    p_w = batch.prompt_width
+    with autocast(bf16):
+        logits = model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        ).logits  # [B, P+R, V]
+    logits = logits[:, p_w - 1 : -1]  # [B, R, V] predictions of the response tokens
+    # temperature applied chunk by chunk in float32 inside: no full [B, R, V] copy
+    logprobs = selective_log_softmax(logits, batch.response_ids, temperature=temperature)
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy = chunked_entropy(logits.detach(), temperature=temperature)  # [B, R]
+    return logprobs, entropy

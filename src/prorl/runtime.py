@@ -1,0 +1,173 @@
+"""Build a training run from a Config: model, reference, optimizer, sampler, verifier pool,
+task mixture, validation, sinks. Everything here is wiring; the maths lives in ``train``."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prorl.config import Config, ConfigError, TaskSpec, save_config
+from prorl.display import Display
+from prorl.metrics import MetricsWriter
+from prorl.mixture import MixtureEntry, TaskMixture
+from prorl.models import encode_prompts, load_policy
+from prorl.sampling.base import Sampler
+from prorl.tasks import Task, get_task
+from prorl.train import TrainState, frozen_copy, make_optimizer, seed_everything, train_loop
+from prorl.types import Example, Sample, Score
+
+log = logging.getLogger("prorl")
+
+
+def build_tasks(specs: Sequence[TaskSpec]) -> dict[str, Task]:
+    """Every task built up front: an unknown name or bad setting fails before any work."""
+    tasks: dict[str, Task] = {}
+    for spec in specs:
+        try:
+            tasks[spec.name] = get_task(spec.name, **spec.settings)
+        except ValueError as e:
+            raise ConfigError(f"data.tasks: {e}") from e
+    return tasks
+
+
+def pool_target(spec: TaskSpec, task: Task) -> Any:
+    """What the verifier workers rebuild to score this task's items."""
+    from prorl.verify.pool import Scorer
+
+    custom = getattr(task, "pool_scorer", None)
+    return custom if custom is not None else Scorer.task(spec.name, **spec.settings)
+
+
+def make_sampler(cfg: Config, policy: Any, tokenizer: Any) -> Sampler:
+    if cfg.rollout.sampler == "vllm":
+        from prorl.sampling.vllm import VLLMSampler  # type: ignore[import-not-found]
+
+        return VLLMSampler.from_config(cfg, policy, tokenizer)  # type: ignore[no-any-return]
+    from prorl.sampling.hf import HFSampler
+
+    return HFSampler(policy, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.model.bf16)
+
+
+class RunScorer:
+    """Scores groups of samples through the verifier pool, one pool target per task."""
+
+    def __init__(self, pool: Any, targets: dict[str, Any]) -> None:
+        self.pool = pool
+        self.targets = targets
+
+    def __call__(self, examples: list[Example], samples: list[list[Sample]]) -> list[list[Score]]:
+        items = [
+            (self.targets[ex.task], s.text, ex)
+            for ex, group in zip(examples, samples, strict=True)
+            for s in group
+        ]
+        flat = self.pool.score_batch(items)
+        out, i = [], 0
+        for group in samples:
+            out.append(flat[i : i + len(group)])
+            i += len(group)
+        return out
+
+    def for_eval(self, task: Task, example: Example, texts: Sequence[str]) -> list[Score]:
+        target = self.targets[task.name]
+        return list(self.pool.score_batch([(target, t, example) for t in texts]))
+
+
+def make_validate(cfg: Config, run_dir: Path, scorer: RunScorer, tasks: dict[str, Task]) -> Any:
+    """Periodic validation through the same code as ``prorl eval`` (stored in RUN_DIR/eval)."""
+    from prorl.evaluate.runner import EvalSettings, evaluate_checkpoint
+
+    settings = EvalSettings(
+        n=cfg.eval.n,
+        temperature=cfg.eval.temperature,
+        top_p=cfg.eval.top_p,
+        max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
+        split="val",
+        problems=cfg.data.val_problems,
+        seed=cfg.seed,
+    )
+
+    def validate(state: TrainState) -> dict[str, float]:
+        if cfg.data.val_problems == 0:
+            return {}
+        metrics = evaluate_checkpoint(
+            state.sampler, state.tokenizer, encode_prompts, tasks, run_dir / "eval",
+            f"step_{state.step:06d}", settings, scorer.for_eval, spec=cfg.model.name, log=None,
+        )  # fmt: skip
+        pass1 = [v for k, v in metrics.items() if k.endswith("/pass@1")]
+        if pass1:
+            metrics["eval/reward"] = sum(pass1) / len(pass1)
+        return metrics
+
+    return validate
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """Refuse to write over an existing run: nothing is touched when this raises."""
+    if (run_dir / "metrics.jsonl").exists() or (run_dir / "config.yaml").exists():
+        raise ConfigError(
+            f"run_dir: {run_dir} already holds a run; pick a new --run-dir "
+            "(or --resume it once checkpoints exist)"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
+    from prorl.verify.pool import VerifierPool
+
+    run_dir = Path(cfg.run_dir)
+    train_tasks = build_tasks(cfg.data.tasks)
+    val_specs = cfg.data.val_tasks or cfg.data.tasks
+    val_tasks = build_tasks(val_specs)
+    policy, tokenizer = load_policy(cfg.model.name, cfg.model.dtype)
+    existed = run_dir.exists()
+    prepare_run_dir(run_dir)  # only after every input has been checked
+    created = True
+    try:
+        save_config(cfg, run_dir / "config.yaml")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed)
+        if cfg.model.gradient_checkpointing:
+            policy.gradient_checkpointing_enable()
+            policy.config.use_cache = False
+        ref = frozen_copy(policy) if cfg.algo.kl_coef > 0 else None
+        optimizer, scheduler = make_optimizer(cfg, policy)
+        targets = {
+            s.name: pool_target(s, t)
+            for s, t in zip(cfg.data.tasks, train_tasks.values(), strict=True)
+        }
+        targets.update(
+            {s.name: pool_target(s, t) for s, t in zip(val_specs, val_tasks.values(), strict=True)}
+        )
+        mixture = TaskMixture(
+            [MixtureEntry(s.name, s.weight, train_tasks[s.name]) for s in cfg.data.tasks], cfg.seed
+        )
+        created = False  # from here on the directory holds a real (partial) run
+        with VerifierPool(cfg.verify.workers, cfg.verify.timeout_s) as pool:
+            scorer = RunScorer(pool, targets)
+            state = TrainState(
+                cfg, policy, tokenizer, ref, optimizer, scheduler,
+                make_sampler(cfg, policy, tokenizer), scorer, mixture,
+            )  # fmt: skip
+            writer = MetricsWriter(run_dir, cfg.tensorboard)
+            display = Display(cfg.steps, state.step, live)
+            try:
+                return train_loop(
+                    state, writer, display, make_validate(cfg, run_dir, scorer, val_tasks)
+                )
+            finally:
+                display.close()
+                writer.close()
+    except BaseException:
+        if created:  # failed before training began: leave no half-made run behind
+            if existed:
+                (run_dir / "config.yaml").unlink(missing_ok=True)
+            else:
+                shutil.rmtree(run_dir, ignore_errors=True)
+        raise

@@ -1,0 +1,321 @@
+"""The RL step and the training loop, top to bottom.
+
+One step: draw prompts from the task mix -> generate n samples each -> score them in the
+verifier pool -> drop groups whose rewards are all equal, refilling from new prompts ->
+advantages -> mini-batch updates of the clipped loss plus KL to the frozen reference ->
+metrics. Scaling out swaps the Sampler or the verifier executor, never this file.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from prorl import rl
+from prorl.config import Config
+from prorl.display import Display
+from prorl.metrics import MetricsWriter
+from prorl.mixture import TaskMixture
+from prorl.models import encode_prompts
+from prorl.policy import pack, response_logprobs
+from prorl.sampling.base import Sampler, derive_seed
+from prorl.types import Example, Sample, SamplingParams, Score
+
+
+@dataclass
+class Group:
+    """One prompt's samples and their scores."""
+
+    example: Example
+    prompt_ids: list[int]
+    samples: list[Sample]
+    scores: list[Score]
+
+    @property
+    def rewards(self) -> list[float]:
+        # INFRA_ERROR samples are excluded from the update; for the all-equal test and the
+        # advantage they take the mean of the valid ones (so they move nothing).
+        valid = [s.reward for s in self.scores if not s.is_infra_error]
+        fill = sum(valid) / len(valid) if valid else 0.0
+        return [fill if s.is_infra_error else s.reward for s in self.scores]
+
+
+@dataclass
+class TrainState:
+    """Everything a step reads and updates (and a checkpoint stores)."""
+
+    cfg: Config
+    policy: Any
+    tokenizer: Any
+    ref: Any | None
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    sampler: Sampler
+    scorer: Any  # callable(groups) -> scores; see prorl.runtime
+    mixture: TaskMixture
+    step: int = 0
+    resets: list[dict[str, Any]] = field(default_factory=list)
+
+
+def make_optimizer(cfg: Config, policy: Any) -> tuple[torch.optim.Optimizer, Any]:
+    o = cfg.optim
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay
+    )
+    warmup = max(1, o.warmup_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) if o.warmup_steps else 1.0
+    )
+    return optimizer, scheduler
+
+
+# --- the step ---------------------------------------------------------------------------------
+
+
+def rl_step(state: TrainState) -> dict[str, float]:
+    cfg, step = state.cfg, state.step
+    t0 = time.monotonic()
+
+    # 1. Rollouts, with dynamic sampling: keep groups whose rewards differ; refill.
+    ro = cfg.rollout
+    params = SamplingParams(ro.temperature, ro.top_p, ro.max_new_tokens)
+    batch: rl.DynamicBatch[Group] = rl.DynamicBatch(
+        ro.prompts_per_step, ro.max_rounds if ro.dynamic_sampling else 1
+    )
+    all_groups: list[Group] = []
+    timing: dict[str, float] = defaultdict(float)
+    while not batch.full and not batch.exhausted:
+        examples = state.mixture.draw(batch.need, step, batch.rounds)
+        prompt_ids = encode_prompts(state.tokenizer, examples)
+        seeds = [derive_seed(cfg.seed, step, ex.uid) for ex in examples]
+        t = time.monotonic()
+        samples = state.sampler.generate(prompt_ids, ro.n, params, seeds)
+        timing["time/generate_s"] += time.monotonic() - t
+        t = time.monotonic()
+        scores = state.scorer(examples, samples)
+        timing["time/score_s"] += time.monotonic() - t
+        groups = [Group(*g) for g in zip(examples, prompt_ids, samples, scores, strict=True)]
+        all_groups += groups
+        if ro.dynamic_sampling:
+            batch.add(groups, [g.rewards for g in groups])
+        else:  # keep everything; all-equal groups then simply carry zero advantage
+            batch.add(groups, [[float(i) for i in range(ro.n)] for _ in groups])
+    warning = batch.warning() if ro.dynamic_sampling else None
+    kept = batch.groups
+
+    # 2. Advantages (per group, or group-centred then batch-normalised).
+    metrics: dict[str, float] = {**timing}
+    if kept:
+        rewards = torch.tensor([r for g in kept for r in g.rewards])  # [G*N]
+        advantages = rl.compute_advantages(cfg.algo.advantage, rewards, ro.n)  # [G*N]
+        t = time.monotonic()
+        metrics.update(update_policy(state, kept, advantages))
+        metrics["time/update_s"] = time.monotonic() - t
+    state.step += 1
+
+    # 3. Metrics: rewards over every scored sample, the update's stats, throughput.
+    metrics.update(rollout_metrics(all_groups, kept, batch, ro.max_new_tokens))
+    metrics["time/step_s"] = time.monotonic() - t0
+    tokens = sum(len(s.token_ids) for g in all_groups for s in g.samples)
+    metrics["perf/gen_tokens_per_s"] = tokens / max(metrics["time/generate_s"], 1e-9)
+    metrics["perf/tokens_per_s"] = tokens / metrics["time/step_s"]
+    metrics["optim/lr"] = state.scheduler.get_last_lr()[0]
+    if warning:
+        metrics["filter/saturated"] = 1.0
+    return metrics
+
+
+def update_policy(state: TrainState, groups: list[Group], advantages: torch.Tensor) -> dict:
+    """Mini-batch updates of clipped loss + KL over the kept groups; returns mean stats."""
+    cfg, algo = state.cfg, state.cfg.algo
+    seqs = [
+        (g.prompt_ids, list(s.token_ids), list(s.logprobs), not sc.is_infra_error)
+        for g in groups
+        for s, sc in zip(g.samples, g.scores, strict=True)
+    ]
+    micro = [
+        list(range(i, min(i + algo.micro_batch_size, len(seqs))))
+        for i in range(0, len(seqs), algo.micro_batch_size)
+    ]
+    packed = [pack([seqs[i][0] for i in m], [seqs[i][1] for i in m], _pad(state)) for m in micro]
+    masks = [
+        p.response_mask * torch.tensor([float(seqs[i][3]) for i in m])[:, None]
+        for p, m in zip(packed, micro, strict=True)
+    ]
+    temp, bf16 = cfg.rollout.temperature, cfg.model.bf16
+    need_old = algo.old_logprobs == "trainer" and (algo.mini_batches > 1 or algo.epochs > 1)
+    old, ref = [], []
+    with torch.no_grad():  # frozen quantities, computed once before any update
+        for p, m in zip(packed, micro, strict=True):
+            if need_old:
+                old.append(response_logprobs(state.policy, p, temp, bf16)[0])
+            elif algo.old_logprobs == "sampler":
+                old.append(_pad_logprobs([seqs[i][2] for i in m], p.response_ids.shape[1]))
+            if state.ref is not None and algo.kl_coef > 0:
+                ref.append(response_logprobs(state.ref, p, temp, bf16)[0])
+
+    # Mini-batches are contiguous runs of micro-batches; the loss of each is normalised by
+    # the mini-batch's own token (or sequence) count so accumulation equals one big batch.
+    per_mini = max(1, len(micro) // algo.mini_batches)
+    minis = [list(range(i, min(i + per_mini, len(micro)))) for i in range(0, len(micro), per_mini)]
+    stats: dict[str, list[float]] = defaultdict(list)
+    state.policy.train()
+    for epoch in range(algo.epochs):
+        for mini in minis:
+            denom = _denominator(algo.loss_agg, [masks[j] for j in mini])
+            state.optimizer.zero_grad(set_to_none=True)
+            for j in mini:
+                p, m, mask = packed[j], micro[j], masks[j]
+                logprobs, entropy = response_logprobs(state.policy, p, temp, bf16, epoch == 0)
+                old_lp = old[j] if old else logprobs.detach()
+                adv = advantages[m]  # [b]
+                pg, pg_stats = rl.policy_loss(
+                    logprobs, old_lp, adv, mask, algo.eps_low, algo.eps_high,
+                    algo.loss_agg, cfg.rollout.max_new_tokens, denom=denom,
+                )  # fmt: skip
+                loss = pg
+                if ref:
+                    kl_tokens = rl.kl_penalty(logprobs, ref[j], algo.kl_kind)  # [b, R]
+                    kl = rl.aggregate(
+                        kl_tokens, mask, algo.loss_agg, cfg.rollout.max_new_tokens, denom
+                    )
+                    loss = pg + algo.kl_coef * kl
+                    stats["policy/kl"].append(float(rl.masked_mean(kl_tokens.detach(), mask)))
+                loss.backward()
+                for k in ("clipfrac", "clipfrac_high", "clipfrac_low", "ratio_max", "approx_kl"):
+                    stats[f"policy/{k}"].append(pg_stats[k])
+                stats["loss/pg"].append(pg_stats["pg_loss"])
+                if entropy is not None:
+                    stats["policy/entropy"].append(float(rl.masked_mean(entropy, mask)))
+            if cfg.optim.grad_clip > 0:
+                norm = torch.nn.utils.clip_grad_norm_(
+                    state.policy.parameters(), cfg.optim.grad_clip
+                )
+                stats["optim/grad_norm"].append(float(norm))
+            state.optimizer.step()
+    state.scheduler.step()  # the schedule counts RL steps
+    return {k: float(np.mean(v)) for k, v in stats.items()}
+
+
+def _denominator(agg: str, masks: list[torch.Tensor]) -> float:
+    if agg == "token-mean":
+        return max(1.0, float(sum(m.sum() for m in masks)))
+    return max(1.0, float(sum((m.sum(dim=1) > 0).sum() for m in masks)))
+
+
+def _pad_logprobs(rows: list[list[float]], width: int) -> torch.Tensor:
+    out = torch.zeros((len(rows), width))  # [b, R]
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r)
+    return out
+
+
+def _pad(state: TrainState) -> int:
+    return int(state.tokenizer.pad_token_id)
+
+
+def rollout_metrics(
+    all_groups: list[Group], kept: list[Group], batch: rl.DynamicBatch, cap: int
+) -> dict[str, float]:
+    m: dict[str, float] = {}
+    scores = [s for g in all_groups for s in g.scores]
+    samples = [s for g in all_groups for s in g.samples]
+    valid = [s.reward for s in scores if not s.is_infra_error]
+    m["train/reward"] = float(np.mean(valid)) if valid else 0.0
+    by_task: dict[str, list[float]] = defaultdict(list)
+    for g in all_groups:
+        by_task[g.example.task].extend(s.reward for s in g.scores if not s.is_infra_error)
+    for task, rs in by_task.items():
+        m[f"train/reward/{task}"] = float(np.mean(rs)) if rs else 0.0
+    lengths = [len(s.token_ids) for s in samples]
+    m["response/length_mean"] = float(np.mean(lengths)) if lengths else 0.0
+    m["response/length_max"] = float(max(lengths, default=0))
+    m["response/truncated_frac"] = float(np.mean([s.finish_reason == "length" for s in samples]))
+    m["verify/timeouts"] = float(sum(s.reason == "TIMEOUT" for s in scores))
+    m["verify/infra_errors"] = float(sum(s.is_infra_error for s in scores))
+    m.update(batch.metrics())  # filter/kept_frac: informative groups / groups seen
+    return m
+
+
+# --- resets --------------------------------------------------------------------------------
+
+
+def reset_reference(state: TrainState, reset_optimizer: bool) -> None:
+    """Hard reset: the reference becomes the current policy; optionally fresh AdamW state."""
+    if state.ref is not None:
+        state.ref.load_state_dict(state.policy.state_dict())
+    if reset_optimizer:
+        state.optimizer, state.scheduler = make_optimizer(state.cfg, state.policy)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def frozen_copy(model: Any) -> Any:
+    ref = copy.deepcopy(model)
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+# --- the loop --------------------------------------------------------------------------------
+
+
+def train_loop(
+    state: TrainState, writer: MetricsWriter, display: Display, validate: Any
+) -> dict[str, float]:
+    """Run steps until ``cfg.steps``; validate before, every ``eval.every`` and at the end."""
+    cfg = state.cfg
+    final: dict[str, float] = {}
+    if state.step == 0:
+        first = validate(state)
+        writer.log(0, first)
+        display.message(_eval_line("before training", first))
+    while state.step < cfg.steps:
+        step = state.step
+        metrics = rl_step(state)
+        if cfg.reset.every and state.step % cfg.reset.every == 0 and state.step < cfg.steps:
+            reset_reference(state, cfg.reset.reset_optimizer)
+            row = writer.event(state.step, "reset", reason=f"every {cfg.reset.every} steps",
+                               reset_optimizer=cfg.reset.reset_optimizer)  # fmt: skip
+            state.resets.append(row)
+            display.message(f"reset at step {state.step}: {row['reason']}", "yellow")
+            metrics["reset"] = 1.0
+        is_last = state.step == cfg.steps
+        if is_last or (cfg.eval.every and state.step % cfg.eval.every == 0):
+            ev = validate(state)
+            metrics.update(ev)
+            if is_last:
+                final = ev
+                display.message(_eval_line("after training", ev))
+        writer.log(state.step, metrics)
+        display.step(step, metrics)
+    return final
+
+
+def _eval_line(when: str, metrics: dict[str, float]) -> str:
+    value = metrics.get("eval/reward")
+    parts = [
+        f"{k[len('eval/') : -len('/pass@1')]} {v:.3f}"
+        for k, v in sorted(metrics.items())
+        if k.endswith("/pass@1")
+    ]
+    head = f"validation {when}: reward {value:.3f}" if value is not None else f"validation {when}"
+    return head + (f"  ({', '.join(parts)})" if parts else "")
+
+
+def run_dir_path(cfg: Config) -> Path:
+    return Path(cfg.run_dir)
