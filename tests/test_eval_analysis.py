@@ -115,6 +115,17 @@ def test_analysis_numbers_by_hand(tmp_path: Path) -> None:
     assert a_half.task_curves[("final", "t/partial")].passk[-1] == pytest.approx(1.0)
 
 
+def test_comparison_uses_problems_every_model_has(tmp_path: Path) -> None:
+    # The final model was evaluated on two extra (easy) problems: they must not count.
+    base = np.array([[1, 0], [0, 0]], dtype=float)
+    final = np.array([[1, 0], [0, 0], [1, 1], [1, 1]], dtype=float)
+    d = write_synthetic(tmp_path / "ev", {("b", "t"): base, ("f", "t"): final}, {"t": "x"})
+    a = analyse(load_results(d), n_boot=20)
+    assert a.task_curves[("f", "t")].pass1 == pytest.approx(0.625)  # its own table: all 4
+    (c,) = a.comparisons
+    assert c.pass1 == [0.25, 0.25] and c.boundary == [0.5, 0.5] and c.regime == "diminish"
+
+
 def test_bootstrap_is_seeded_and_brackets_the_mean() -> None:
     values = np.random.default_rng(0).random((50, 3))
     r1 = bootstrap_replicates(values, 500, seed=7)

@@ -249,14 +249,24 @@ def newly_solved(base: TaskResult, later: TaskResult, threshold: float) -> list[
 def compare_task(
     results: Results, task: str, curves: dict[tuple[str, str], Curve], tol: float
 ) -> TaskComparison | None:
-    """Compare the models that evaluated ``task``; None when fewer than two did."""
+    """Compare the models that evaluated ``task``; None when fewer than two did.
+
+    pass@1 and the boundary are taken over the problems every compared model has (a model
+    evaluated with a larger ``--problems`` must not look better or worse for that)."""
     models = [m for m in results.models if (m, task) in results.data]
     if len(models) < 2:
         return None
+    common = set.intersection(*(set(results.data[(m, task)].uids) for m in models))
+    p1, bound = [], []
+    for m in models:
+        tr = results.data[(m, task)]
+        keep = np.array([u in common for u in tr.uids])
+        values = per_problem(tr, results.ks[-1:], results.threshold)[keep]  # [P, 2]
+        mean = values.mean(axis=0) if len(values) else np.zeros(2)
+        p1.append(float(mean[0]))
+        bound.append(float(mean[1]))
     base = results.data[(models[0], task)]
     base_c = successes(base.rewards, results.threshold)
-    p1 = [curves[(m, task)].pass1 for m in models]
-    bound = [float(curves[(m, task)].passk[-1]) for m in models]
     return TaskComparison(
         task=task,
         domain=results.domains.get(task, "other"),
