@@ -125,6 +125,7 @@ def run_eval(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             dtype=args.dtype,
             batch_size=args.batch_size,
+            bf16=args.bf16_autocast,
             verify_timeout_s=args.verify_timeout,
         )
     except ValueError as e:  # includes UnknownTaskError and ModelLoadError
