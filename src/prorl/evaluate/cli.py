@@ -66,6 +66,11 @@ def add_parsers(subparsers: Any) -> None:
         default=10.0,
         help="seconds a verifier may take per response (default 10)",
     )
+    ev.add_argument(
+        "--bf16-autocast",
+        action="store_true",
+        help="sample under CPU bf16 autocast (off by default: it decoded ~3x slower here)",
+    )
     ev.add_argument("--report", action="store_true", help="also write the report when done")
     ev.set_defaults(func=run_eval)
 
