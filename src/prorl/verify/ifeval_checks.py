@@ -140,7 +140,9 @@ def _postscript(text: str, kw: Kwargs, _: str) -> bool:
     # markdown emphasis) and be followed by some actual content.
     marker = kw["postscript_marker"].strip()
     body = "".join(r"\.\s?" if c == "." else re.escape(c) for c in marker)
-    pattern = r"^[ \t>*_#]*" + body + r"\W*[^\W_]"
+    # Content may start on the marker's line or the next one; looking no further keeps the
+    # search linear when many lines open with the marker.
+    pattern = r"^[ \t>*_#]*" + body + r"[^\w\n]*(?:\n[^\w\n]*)?[^\W_]"
     return re.search(pattern, text, re.IGNORECASE | re.MULTILINE) is not None
 
 

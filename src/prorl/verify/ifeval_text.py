@@ -18,13 +18,19 @@ RELATIONS = ("less than", "at least")
 _ALNUM_RE = re.compile(r"[^\W_]")
 # A sentence ends at ., ! or ? (possibly repeated, e.g. "?!" or "..."), optionally followed
 # by closing quotes/brackets/emphasis, then whitespace. Blank lines also end a sentence.
-_SENT_END_RE = re.compile(r"[.!?\u3002\uff01\uff1f]+[\"'\u201d\u2019)\]*_]*(?=\s)")
+# Matches start only at the beginning of a punctuation run and never backtrack, so a run
+# of 100k dots costs linear time, not quadratic.
+_SENT_END_RE = re.compile(
+    r"(?<![.!?\u3002\uff01\uff1f])[.!?\u3002\uff01\uff1f]++[\"'\u201d\u2019)\]*_]*+(?=\s)"
+)
 _BLANK_LINE_RE = re.compile(r"\n[ \t]*\n")
 # Words whose trailing period does not end a sentence.
 _ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof sr jr st vs etc e.g i.e eg ie no fig approx dept est inc ltd "  # noqa: SIM905
     "co mt ave jan feb mar apr jun jul aug sep sept oct nov dec a.m p.m u.s u.k".split()
 )
+# Characters before a period inspected for an abbreviation (longer tokens are not ones).
+_WINDOW = 40
 # langdetect gets slow and no more accurate on very long inputs.
 _LANG_CHARS = 10_000
 
@@ -53,16 +59,23 @@ def count_words(text: str) -> int:
     return len(words(text))
 
 
-def _ends_with_abbreviation(chunk: str) -> bool:
-    tokens = chunk.split()
+def _period_is_not_an_end(block: str, end: int) -> bool:
+    """Whether the "." just before ``end`` belongs to an abbreviation, an initial or a list
+    enumerator. Looks only at a short window so a long run of "a. a. a." stays linear."""
+    lo = max(0, end - _WINDOW)
+    tokens = block[lo:end].split()
     if not tokens:
         return False
-    last = tokens[-1].lstrip("(\"'\u201c").rstrip(".").lower()
+    token = tokens[-1]
+    last = token.lstrip("(\"'\u201c").rstrip(".").lower()
     # Single letters are initials ("J. R. R. Tolkien"), not sentence ends.
     if last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha()):
         return True
+    if not last.isdigit():
+        return False
     # A number alone at the start of a line is a list enumerator ("2. Eat.").
-    return last.isdigit() and chunk.rsplit("\n", 1)[-1].strip() == tokens[-1]
+    before = block[lo : end - len(token)].rstrip(" \t")
+    return before.endswith("\n") or (not before and lo == 0)
 
 
 def split_sentences(text: str) -> list[str]:
@@ -75,10 +88,9 @@ def split_sentences(text: str) -> list[str]:
     for block in _BLANK_LINE_RE.split(text):
         start = 0
         for m in _SENT_END_RE.finditer(block):
-            piece = block[start : m.end()]
-            if m.group() == "." and _ends_with_abbreviation(piece):
+            if m.group() == "." and _period_is_not_an_end(block, m.end()):
                 continue
-            sentences.append(piece.strip())
+            sentences.append(block[start : m.end()].strip())
             start = m.end()
         sentences.append(block[start:].strip())
     return [s for s in sentences if _ALNUM_RE.search(s)]
