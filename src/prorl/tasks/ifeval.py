@@ -1,0 +1,401 @@
+"""``ifeval-gen``: IFEval-style prompts generated offline, scored by the ``ifeval`` verifier.
+
+Each item is a writing request (one of ~50 topics) plus 1-3 compatible constraints with random
+kwargs, rendered as natural instructions. The spec is stored in IFEval's format in ``meta``
+and, as JSON, in ``answer``. Item i of a split is rebuilt from (seed, split, i).
+
+Splits are disjoint by construction: a prompt's *content* (topic, ids, kwargs; not its
+wording and not the seed) hashes to a bucket that fixes its split (80% train, 10% val, 10%
+test), and item i of a split is the first candidate drawn for (seed, split, i) whose bucket
+belongs to that split. So no val/test constraint set ever appears in training, for any seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from prorl.tasks.base import SPLITS, register_task
+from prorl.types import Example, Score
+from prorl.verify.ifeval import INSTRUCTION_IDS, score_ifeval_example, validate_spec
+from prorl.verify.registry import as_score
+
+TOPICS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("a short story about a lighthouse keeper", ("lighthouse", "storm", "ship")),
+    ("an email to a landlord about a broken heater", ("heater", "repair", "cold")),
+    ("a poem about the first snow of winter", ("snow", "silence", "window")),
+    ("a product description for a reusable water bottle", ("bottle", "plastic", "travel")),
+    ("a blog post about learning to bake bread", ("flour", "oven", "dough")),
+    ("a thank-you note to a teacher", ("lesson", "patience", "school")),
+    ("a review of a small neighborhood cafe", ("coffee", "pastry", "service")),
+    ("a story about a robot that learns to paint", ("robot", "canvas", "color")),
+    ("advice for a student starting university", ("study", "friends", "sleep")),
+    ("a description of a busy train station", ("platform", "crowd", "ticket")),
+    ("a letter to your future self", ("future", "dream", "memory")),
+    ("a guide to caring for a houseplant", ("water", "sunlight", "soil")),
+    ("a speech for a friend's wedding", ("love", "toast", "family")),
+    ("a news report about a local marathon", ("runners", "finish", "record")),
+    ("a fable about a fox and a crow", ("fox", "crow", "cheese")),
+    ("tips for saving money on groceries", ("budget", "list", "discount")),
+    ("a diary entry from a sailor lost at sea", ("ocean", "compass", "wind")),
+    ("an explanation of why the sky is blue", ("light", "atmosphere", "scattering")),
+    ("a pitch for a mobile app that tracks habits", ("habit", "streak", "reminder")),
+    ("a description of an autumn forest", ("leaves", "trees", "path")),
+    ("a complaint about a delayed flight", ("airport", "delay", "refund")),
+    ("a bedtime story about a sleepy dragon", ("dragon", "cave", "stars")),
+    ("a summary of the benefits of daily walking", ("health", "steps", "heart")),
+    ("an invitation to a community garden party", ("garden", "music", "neighbors")),
+    ("a short biography of an imaginary inventor", ("invention", "workshop", "patent")),
+    ("a travel guide to a seaside town", ("beach", "harbor", "seafood")),
+    ("a motivational message for a sports team", ("team", "practice", "victory")),
+    ("an essay on the importance of libraries", ("books", "library", "community")),
+    ("a recipe introduction for tomato soup", ("tomato", "soup", "basil")),
+    ("a story about a lost dog finding its way home", ("dog", "home", "rain")),
+    ("a job application for a bakery assistant", ("bakery", "experience", "customers")),
+    ("a description of a thunderstorm at night", ("thunder", "lightning", "darkness")),
+    ("a short talk about recycling at school", ("recycling", "waste", "planet")),
+    ("a message apologizing for missing a meeting", ("meeting", "sorry", "schedule")),
+    ("a story about two friends building a treehouse", ("treehouse", "wood", "ladder")),
+    ("a guide to preparing for a job interview", ("interview", "questions", "confidence")),
+    ("a poem about the moon over a quiet city", ("moon", "city", "night")),
+    ("an announcement of a new bus route", ("bus", "route", "passengers")),
+    ("a review of a fantasy novel", ("novel", "hero", "magic")),
+    ("a note asking a neighbor to water your plants", ("plants", "keys", "vacation")),
+    ("a description of a mountain sunrise", ("mountain", "sunrise", "valley")),
+    ("an explanation of how bees make honey", ("bees", "honey", "flowers")),
+    ("a story about a musician's first concert", ("guitar", "stage", "audience")),
+    ("a list of reasons to learn a second language", ("language", "culture", "travel")),
+    ("a postcard from a trip to the desert", ("desert", "sand", "camel")),
+    ("an introduction for a school science fair", ("science", "experiment", "students")),
+    ("a story about a clock that stopped at midnight", ("clock", "midnight", "secret")),
+    ("a description of a winter market", ("market", "lanterns", "cocoa")),
+    ("a letter encouraging a friend who failed an exam", ("exam", "effort", "chance")),
+    ("a short history of the bicycle", ("bicycle", "wheels", "invention")),
+)
+
+_NUMBER_WORDS = (15, 20, 30, 40, 50, 60, 80, 100, 150)
+_END_PHRASES = (
+    "Is there anything else I can help with?",
+    "Let me know if you have additional questions.",
+    "Any other questions?",
+    "That is all.",
+    "Hope this helps!",
+    "The end.",
+)
+_FIRST_WORDS = ("however", "first", "finally", "moreover", "today", "imagine", "remember")
+_FORBIDDEN = ("very", "really", "good", "thing", "important", "also", "just", "many", "nice")
+_LANGUAGES = {"fr": "French", "es": "Spanish", "de": "German", "it": "Italian",
+              "pt": "Portuguese", "nl": "Dutch", "sv": "Swedish", "pl": "Polish"}  # fmt: skip
+_SPLITERS = ("Section", "SECTION", "Part", "PART", "Chapter")
+_RELATIONS = ("less than", "at least")
+
+Sampler = Callable[[random.Random, tuple[str, ...]], dict[str, Any]]
+
+
+def _no_kwargs(rng: random.Random, keywords: tuple[str, ...]) -> dict[str, Any]:
+    return {}
+
+
+# kind -> draws its kwargs from (rng, topic keywords).
+SAMPLERS: dict[str, Sampler] = {
+    "keywords:existence": lambda r, kw: {"keywords": r.sample(kw, r.randint(1, 2))},
+    "keywords:frequency": lambda r, kw: {"keyword": r.choice(kw), **_count(r, 3, "frequency")},
+    "keywords:forbidden_words": lambda r, kw: {"forbidden_words": r.sample(_FORBIDDEN, 2)},
+    "keywords:letter_frequency": lambda r, kw: {
+        "letter": r.choice("etaoinshrdlucmwyb"), **_count(r, 8, "let_frequency", "let_relation")},
+    "language:response_language": lambda r, kw: {"language": r.choice(sorted(_LANGUAGES))},
+    "length_constraints:number_sentences": lambda r, kw: {
+        "num_sentences": r.randint(2, 8), "relation": r.choice(_RELATIONS)},
+    "length_constraints:number_paragraphs": lambda r, kw: {"num_paragraphs": r.randint(2, 4)},
+    "length_constraints:number_words": lambda r, kw: {
+        "num_words": r.choice(_NUMBER_WORDS), "relation": r.choice(_RELATIONS)},
+    "length_constraints:nth_paragraph_first_word": lambda r, kw: _nth_paragraph(r),
+    "detectable_content:number_placeholders": lambda r, kw: {"num_placeholders": r.randint(1, 3)},
+    "detectable_content:postscript": lambda r, kw: {
+        "postscript_marker": r.choice(("P.S.", "P.P.S"))},
+    "detectable_format:number_bullet_lists": lambda r, kw: {"num_bullets": r.randint(2, 5)},
+    "detectable_format:constrained_response": _no_kwargs,
+    "detectable_format:number_highlighted_sections": lambda r, kw: {
+        "num_highlights": r.randint(1, 3)},
+    "detectable_format:multiple_sections": lambda r, kw: {
+        "section_spliter": r.choice(_SPLITERS), "num_sections": r.randint(2, 4)},
+    "detectable_format:json_format": _no_kwargs,
+    "detectable_format:title": _no_kwargs,
+    "combination:two_responses": _no_kwargs,
+    "combination:repeat_prompt": _no_kwargs,  # prompt_to_repeat is filled in when rendering
+    "startend:end_checker": lambda r, kw: {"end_phrase": r.choice(_END_PHRASES)},
+    "change_case:capital_word_frequency": lambda r, kw: _count(
+        r, 5, "capital_frequency", "capital_relation"),
+    "change_case:english_capital": _no_kwargs,
+    "change_case:english_lowercase": _no_kwargs,
+    "punctuation:no_comma": _no_kwargs,
+    "startend:quotation": _no_kwargs,
+}  # fmt: skip
+
+
+def _count(rng: random.Random, hi: int, key: str, rel_key: str = "relation") -> dict[str, Any]:
+    """A count and a relation; "less than 1" (i.e. never) is avoided as it reads oddly."""
+    relation = rng.choice(_RELATIONS)
+    return {key: rng.randint(2 if relation == "less than" else 1, hi), rel_key: relation}
+
+
+def _nth_paragraph(rng: random.Random) -> dict[str, Any]:
+    n = rng.randint(2, 4)
+    return {"num_paragraphs": n, "nth_paragraph": rng.randint(1, n),
+            "first_word": rng.choice(_FIRST_WORDS)}  # fmt: skip
+
+
+def _times(n: int) -> str:
+    return "once" if n == 1 else f"{n} times"
+
+
+def _render(kind: str, kw: dict[str, Any], rng: random.Random) -> str:
+    """One natural-language instruction for (kind, kwargs); wording varies with ``rng``."""
+    rel = kw.get("relation") or kw.get("let_relation") or kw.get("capital_relation")
+    cmp = {"less than": "fewer than", "at least": "at least"}.get(rel or "", "")
+    options = {
+        "keywords:existence": [
+            f"Include the keywords {', '.join(repr(k) for k in kw.get('keywords', []))}.",
+            f"Make sure to use the words {' and '.join(kw.get('keywords', []))}."],
+        "keywords:frequency": [
+            f"The word '{kw.get('keyword')}' should appear {cmp} {_times(kw.get('frequency', 0))}."],
+        "keywords:forbidden_words": [
+            f"Do not include the words {' or '.join(kw.get('forbidden_words', []))}.",
+            f"Avoid using these words: {', '.join(kw.get('forbidden_words', []))}."],
+        "keywords:letter_frequency": [
+            f"The letter '{kw.get('letter')}' should appear {cmp} "
+            f"{_times(kw.get('let_frequency', 0))} in your response."],
+        "language:response_language": [
+            f"Your entire response must be in {_LANGUAGES.get(kw.get('language', ''))}; "
+            "no other language is allowed."],
+        "length_constraints:number_sentences": [
+            f"Your response should contain {cmp} {kw.get('num_sentences')} sentences.",
+            f"Answer in {cmp} {kw.get('num_sentences')} sentences."],
+        "length_constraints:number_paragraphs": [
+            f"There should be exactly {kw.get('num_paragraphs')} paragraphs, separated from "
+            "each other with the markdown divider: ***"],
+        "length_constraints:number_words": [
+            f"Answer with {cmp} {kw.get('num_words')} words.",
+            f"Your response should be {cmp} {kw.get('num_words')} words long."],
+        "length_constraints:nth_paragraph_first_word": [
+            f"There should be exactly {kw.get('num_paragraphs')} paragraphs, separated by blank "
+            f"lines. Paragraph {kw.get('nth_paragraph')} must start with the word "
+            f"'{kw.get('first_word')}'."],
+        "detectable_content:number_placeholders": [
+            f"Include at least {kw.get('num_placeholders')} placeholders in square brackets, "
+            "such as [name]."],
+        "detectable_content:postscript": [
+            f"At the end of your response, add a postscript starting with "
+            f"{kw.get('postscript_marker')}"],
+        "detectable_format:number_bullet_lists": [
+            f"Your answer must contain exactly {kw.get('num_bullets')} bullet points in markdown "
+            "format, such as:\n* This is a point."],
+        "detectable_format:constrained_response": [
+            "Answer with one of the following options: 'My answer is yes.', 'My answer is no.', "
+            "'My answer is maybe.'"],
+        "detectable_format:number_highlighted_sections": [
+            f"Highlight at least {kw.get('num_highlights')} parts of your answer with markdown, "
+            "for example *highlighted part*."],
+        "detectable_format:multiple_sections": [
+            f"Your response must have {kw.get('num_sections')} sections. Mark the beginning of "
+            f"each section with {kw.get('section_spliter')} X, such as: "
+            f"{kw.get('section_spliter')} 1"],
+        "detectable_format:json_format": [
+            "Wrap your entire output in JSON format. You can use markdown ticks such as ```."],
+        "detectable_format:title": [
+            "Your answer must contain a title, wrapped in double angular brackets, such as "
+            "<<poem of joy>>."],
+        "combination:two_responses": [
+            "Give two different responses. Separate the responses with 6 asterisk symbols: "
+            "******"],
+        "combination:repeat_prompt": [
+            "First repeat the request above word for word without change, then give your "
+            "answer. Do not say anything before repeating the request; the request to repeat "
+            "does not include this sentence."],
+        "startend:end_checker": [
+            f"Finish your response with this exact phrase: {kw.get('end_phrase')} "
+            "No other words should follow this phrase."],
+        "change_case:capital_word_frequency": [
+            f"Use words with all capital letters {cmp} {_times(kw.get('capital_frequency', 0))}."],
+        "change_case:english_capital": [
+            "Your entire response should be in English, and in all capital letters."],
+        "change_case:english_lowercase": [
+            "Your entire response should be in English, and in all lowercase letters. "
+            "No capital letters are allowed.",
+            "Write everything in lowercase English letters; no capital letters at all."],
+        "punctuation:no_comma": [
+            "Do not use any commas in your response.",
+            "In your entire response, refrain from the use of any commas."],
+        "startend:quotation": ["Wrap your entire response with double quotation marks."],
+    }  # fmt: skip
+    return rng.choice(options[kind])
+
+
+# Kinds that cannot be satisfied together (or only by absurd text): at most one per group.
+_EXCLUSIVE_GROUPS = (
+    ("change_case:english_capital", "change_case:english_lowercase",
+     "change_case:capital_word_frequency", "language:response_language"),
+    ("combination:repeat_prompt", "startend:quotation", "detectable_format:json_format",
+     "combination:two_responses"),
+    ("startend:end_checker", "startend:quotation", "detectable_format:json_format"),
+    ("detectable_format:json_format", "combination:two_responses",
+     "length_constraints:number_paragraphs", "length_constraints:nth_paragraph_first_word",
+     "detectable_format:multiple_sections", "detectable_format:constrained_response",
+     "length_constraints:number_sentences"),
+    ("length_constraints:number_sentences", "length_constraints:number_words",
+     "detectable_format:number_bullet_lists"),
+)  # fmt: skip
+# Extra pairs: kind -> kinds it conflicts with.
+_CONFLICTS = {
+    "detectable_format:json_format": ("detectable_format:title", "punctuation:no_comma",
+        "detectable_format:number_bullet_lists", "detectable_content:postscript",
+        "detectable_format:number_highlighted_sections"),
+    "language:response_language": ("keywords:existence", "keywords:frequency",
+        "keywords:forbidden_words", "combination:repeat_prompt", "startend:end_checker",
+        "detectable_format:constrained_response"),
+    "change_case:english_lowercase": ("detectable_format:multiple_sections",
+        "detectable_content:postscript", "startend:end_checker", "combination:repeat_prompt",
+        "detectable_format:constrained_response"),
+    "change_case:english_capital": ("detectable_format:multiple_sections",
+        "detectable_format:constrained_response"),
+    # The repeated request counts towards the response: it may hold commas, the forbidden
+    # words, capitals or more words than a length limit allows.
+    "combination:repeat_prompt": ("punctuation:no_comma", "keywords:forbidden_words",
+        "keywords:letter_frequency", "change_case:capital_word_frequency",
+        "change_case:english_capital", "length_constraints:number_words",
+        "length_constraints:number_sentences"),
+}  # fmt: skip
+
+
+def _conflict_pairs() -> frozenset[frozenset[str]]:
+    pairs = {frozenset((a, b)) for g in _EXCLUSIVE_GROUPS for a in g for b in g if a != b}
+    pairs |= {frozenset((a, b)) for a, bs in _CONFLICTS.items() for b in bs}
+    return frozenset(pairs)
+
+
+CONFLICTS = _conflict_pairs()
+_SPLIT_BUCKETS = {"train": range(0, 80), "val": range(80, 90), "test": range(90, 100)}
+_MAX_ATTEMPTS = 10_000
+
+
+def compatible(kinds: Sequence[str]) -> bool:
+    """Whether no two of ``kinds`` conflict."""
+    return not any(frozenset((a, b)) in CONFLICTS for a in kinds for b in kinds if a != b)
+
+
+class IFEvalGenTask:
+    """Procedural IFEval-style prompts; see the module docstring for the split scheme."""
+
+    domain = "instruction_following"
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        min_constraints: int = 1,
+        max_constraints: int = 3,
+        kinds: Sequence[str] | str | None = None,
+        val_size: int = 200,
+        test_size: int = 200,
+    ) -> None:
+        if isinstance(kinds, str):  # from the CLI: "punctuation:no_comma,startend:end_checker"
+            kinds = [k.strip() for k in kinds.split(",") if k.strip()]
+        chosen = tuple(kinds) if kinds else INSTRUCTION_IDS
+        unknown = [k for k in chosen if k not in SAMPLERS]
+        if unknown:
+            raise ValueError(f"ifeval-gen: unknown kinds {unknown}; known: {list(SAMPLERS)}")
+        if not 1 <= min_constraints <= max_constraints:
+            raise ValueError("ifeval-gen: need 1 <= min_constraints <= max_constraints")
+        if val_size < 0 or test_size < 0:
+            raise ValueError("ifeval-gen: val_size and test_size must be >= 0")
+        self.name = "ifeval-gen"
+        self.seed = seed
+        self.kinds = tuple(sorted(set(chosen)))
+        self.min_constraints = min_constraints
+        self.max_constraints = max_constraints
+        self._sizes: dict[str, int | None] = {"train": None, "val": val_size, "test": test_size}
+
+    def size(self, split: str = "train") -> int | None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        return self._sizes[split]
+
+    def _draw(self, rng: random.Random) -> tuple[int, list[str], list[dict[str, Any]]]:
+        topic = rng.randrange(len(TOPICS))
+        want = rng.randint(self.min_constraints, self.max_constraints)
+        ids: list[str] = []
+        for kind in rng.sample(self.kinds, len(self.kinds)):
+            if len(ids) == want:
+                break
+            if compatible([*ids, kind]):
+                ids.append(kind)
+        kwargs = [SAMPLERS[k](rng, TOPICS[topic][1]) for k in ids]
+        return topic, ids, kwargs
+
+    def example(self, index: int, split: str = "train") -> Example:
+        size = self.size(split)
+        if index < 0 or (size is not None and index >= size):
+            raise IndexError(f"{self.name} {split} has {size} items; got index {index}")
+        for attempt in range(_MAX_ATTEMPTS):
+            rng = random.Random(f"ifeval-gen:{self.seed}:{split}:{index}:{attempt}")
+            topic, ids, kwargs = self._draw(rng)
+            if _bucket(topic, ids, kwargs) in _SPLIT_BUCKETS[split]:
+                return self._build(index, split, rng, topic, ids, kwargs)
+        raise ValueError(
+            f"{self.name}: no {split} prompt found in {_MAX_ATTEMPTS} draws; the kinds "
+            f"{list(self.kinds)} leave too few distinct prompts"
+        )
+
+    def _build(
+        self,
+        index: int,
+        split: str,
+        rng: random.Random,
+        topic: int,
+        ids: list[str],
+        kwargs: list[dict[str, Any]],
+    ) -> Example:
+        # repeat_prompt goes last, so the text to repeat is everything said before it.
+        order = sorted(range(len(ids)), key=lambda i: ids[i] == "combination:repeat_prompt")
+        ids = [ids[i] for i in order]
+        kwargs = [kwargs[i] for i in order]
+        parts = [f"Write {TOPICS[topic][0]}."]
+        for kind, kw in zip(ids, kwargs, strict=True):
+            if kind == "combination:repeat_prompt":
+                kw["prompt_to_repeat"] = "\n".join(parts)
+            parts.append(_render(kind, kw, rng))
+        # One instruction per line: several end in a marker ("******", "P.S.") that would
+        # run into the next sentence on a single line.
+        text = "\n".join(parts)
+        validate_spec(ids, kwargs, text)  # a generator bug must fail here, not in training
+        spec = {"instruction_id_list": ids, "kwargs": kwargs}
+        return Example(
+            uid=f"{self.name}:{split}:{self.seed}:{index}",
+            task=self.name,
+            prompt=({"role": "user", "content": text},),
+            answer=json.dumps(spec),
+            meta={**spec, "split": split, "topic": TOPICS[topic][0]},
+        )
+
+    def score(self, response: str, example: Example) -> Score:
+        return as_score(score_ifeval_example(response, example))
+
+
+def _bucket(topic: int, ids: list[str], kwargs: list[dict[str, Any]]) -> int:
+    """0..99 from the prompt's content only, so equal content always lands in one split."""
+    pairs = sorted(zip(ids, [json.dumps(k, sort_keys=True) for k in kwargs], strict=True))
+    key = json.dumps([topic, pairs])
+    return int(hashlib.sha1(key.encode()).hexdigest(), 16) % 100
+
+
+@register_task(
+    "ifeval-gen",
+    domain="instruction_following",
+    description="IFEval-style writing prompts with 1-3 verifiable constraints, generated offline",
+    verifier="ifeval: share of the prompt's constraints satisfied (after </think>)",
+)
+def make_ifeval_gen_task(**settings: Any) -> IFEvalGenTask:
+    return IFEvalGenTask(**settings)
