@@ -421,3 +421,41 @@ def test_verifier_never_raises() -> None:
 def validate_kwargs_example(iid: str) -> dict:
     """Some valid kwargs for each id, taken from the table."""
     return next(kw for i, kw, _, _ in CASES if i == iid)
+
+
+IFEVAL_KEYS = (  # noqa: SIM905
+    "num_highlights relation num_words num_placeholders prompt_to_repeat num_bullets "
+    "section_spliter num_sections capital_relation capital_frequency keywords num_paragraphs "
+    "language let_relation letter let_frequency end_phrase forbidden_words keyword frequency "
+    "num_sentences postscript_marker first_word nth_paragraph"
+).split()
+
+
+def test_huggingface_ifeval_row_scores_unchanged() -> None:
+    """A row in the Hugging Face IFEval layout: every key in every kwargs dict, unused = null."""
+    row = {
+        "key": 1001,
+        "prompt": "Write a note to a neighbour about a lost cat. Do not use commas. "
+        "Highlight at least 2 sections with markdown. End with 'Thank you.'",
+        "instruction_id_list": [
+            "punctuation:no_comma",
+            "detectable_format:number_highlighted_sections",
+            "startend:end_checker",
+        ],
+        "kwargs": [
+            dict.fromkeys(IFEVAL_KEYS),
+            {**dict.fromkeys(IFEVAL_KEYS), "num_highlights": 2},
+            {**dict.fromkeys(IFEVAL_KEYS), "end_phrase": "Thank you."},
+        ],
+    }
+    example = Example(
+        uid="hf:1001",
+        task="ifeval",
+        prompt=({"role": "user", "content": row["prompt"]},),
+        answer=json.dumps(row),
+    )
+    verify = get_verifier("ifeval")
+    good = "Hi! Our cat *Milo* is missing. He has a *red collar* and a white tail. Thank you."
+    assert verify(good, example).reward == 1.0
+    half = "Hi, our cat Milo is missing. He has a *red collar*. Thank you."
+    assert verify(half, example).reward == pytest.approx(1 / 3)
