@@ -148,90 +148,88 @@ def _nth_paragraph(rng: random.Random) -> dict[str, Any]:
             "first_word": rng.choice(_FIRST_WORDS)}  # fmt: skip
 
 
-def _times(n: int) -> str:
-    return "once" if n == 1 else f"{n} times"
+# kind -> wordings; fields are the kwargs plus those _render derives (cmp, times, lists).
+TEMPLATES: dict[str, tuple[str, ...]] = {
+    "keywords:existence": ("Include the keywords {keywords_quoted}.",
+                           "Make sure to use the words {keywords_and}."),
+    "keywords:frequency": ("The word '{keyword}' should appear {cmp} {times}.",),
+    "keywords:forbidden_words": ("Do not include the words {forbidden_or}.",
+                                 "Avoid using these words: {forbidden_list}."),
+    "keywords:letter_frequency": (
+        "The letter '{letter}' should appear {cmp} {times} in your response.",),
+    "language:response_language": (
+        "Your entire response must be in {language_name}; no other language is allowed.",),
+    "length_constraints:number_sentences": (
+        "Your response should contain {cmp} {num_sentences} sentences.",
+        "Answer in {cmp} {num_sentences} sentences."),
+    "length_constraints:number_paragraphs": (
+        "There should be exactly {num_paragraphs} paragraphs, separated from each other with "
+        "the markdown divider: ***",),
+    "length_constraints:number_words": ("Answer with {cmp} {num_words} words.",
+                                        "Your response should be {cmp} {num_words} words long."),
+    "length_constraints:nth_paragraph_first_word": (
+        "There should be exactly {num_paragraphs} paragraphs, separated by blank lines. "
+        "Paragraph {nth_paragraph} must start with the word '{first_word}'.",),
+    "detectable_content:number_placeholders": (
+        "Include at least {num_placeholders} placeholders in square brackets, such as [name].",),
+    "detectable_content:postscript": (
+        "At the end of your response, add a postscript starting with {postscript_marker}",),
+    "detectable_format:number_bullet_lists": (
+        "Your answer must contain exactly {num_bullets} bullet points in markdown format, "
+        "such as:\n* This is a point.",),
+    "detectable_format:constrained_response": (
+        "Answer with one of the following options: 'My answer is yes.', 'My answer is no.', "
+        "'My answer is maybe.'",),
+    "detectable_format:number_highlighted_sections": (
+        "Highlight at least {num_highlights} parts of your answer with markdown, for example "
+        "*highlighted part*.",),
+    "detectable_format:multiple_sections": (
+        "Your response must have {num_sections} sections. Mark the beginning of each section "
+        "with {section_spliter} X, such as: {section_spliter} 1",),
+    "detectable_format:json_format": (
+        "Wrap your entire output in JSON format. You can use markdown ticks such as ```.",),
+    "detectable_format:title": (
+        "Your answer must contain a title, wrapped in double angular brackets, such as "
+        "<<poem of joy>>.",),
+    "combination:two_responses": (
+        "Give two different responses. Separate the responses with 6 asterisk symbols: ******",),
+    "combination:repeat_prompt": (
+        "First repeat the request above word for word without change, then give your answer. "
+        "Do not say anything before repeating the request; the request to repeat does not "
+        "include this sentence.",),
+    "startend:end_checker": (
+        "Finish your response with this exact phrase: {end_phrase} No other words should "
+        "follow this phrase.",),
+    "change_case:capital_word_frequency": (
+        "Use words with all capital letters {cmp} {times}.",),
+    "change_case:english_capital": (
+        "Your entire response should be in English, and in all capital letters.",),
+    "change_case:english_lowercase": (
+        "Your entire response should be in English, and in all lowercase letters. "
+        "No capital letters are allowed.",
+        "Write everything in lowercase English letters; no capital letters at all."),
+    "punctuation:no_comma": ("Do not use any commas in your response.",
+                             "In your entire response, refrain from the use of any commas."),
+    "startend:quotation": ("Wrap your entire response with double quotation marks.",),
+}  # fmt: skip
 
 
 def _render(kind: str, kw: dict[str, Any], rng: random.Random) -> str:
     """One natural-language instruction for (kind, kwargs); wording varies with ``rng``."""
     rel = kw.get("relation") or kw.get("let_relation") or kw.get("capital_relation")
-    cmp = {"less than": "fewer than", "at least": "at least"}.get(rel or "", "")
-    options = {
-        "keywords:existence": [
-            f"Include the keywords {', '.join(repr(k) for k in kw.get('keywords', []))}.",
-            f"Make sure to use the words {' and '.join(kw.get('keywords', []))}."],
-        "keywords:frequency": [
-            f"The word '{kw.get('keyword')}' should appear {cmp} {_times(kw.get('frequency', 0))}."],
-        "keywords:forbidden_words": [
-            f"Do not include the words {' or '.join(kw.get('forbidden_words', []))}.",
-            f"Avoid using these words: {', '.join(kw.get('forbidden_words', []))}."],
-        "keywords:letter_frequency": [
-            f"The letter '{kw.get('letter')}' should appear {cmp} "
-            f"{_times(kw.get('let_frequency', 0))} in your response."],
-        "language:response_language": [
-            f"Your entire response must be in {_LANGUAGES.get(kw.get('language', ''))}; "
-            "no other language is allowed."],
-        "length_constraints:number_sentences": [
-            f"Your response should contain {cmp} {kw.get('num_sentences')} sentences.",
-            f"Answer in {cmp} {kw.get('num_sentences')} sentences."],
-        "length_constraints:number_paragraphs": [
-            f"There should be exactly {kw.get('num_paragraphs')} paragraphs, separated from "
-            "each other with the markdown divider: ***"],
-        "length_constraints:number_words": [
-            f"Answer with {cmp} {kw.get('num_words')} words.",
-            f"Your response should be {cmp} {kw.get('num_words')} words long."],
-        "length_constraints:nth_paragraph_first_word": [
-            f"There should be exactly {kw.get('num_paragraphs')} paragraphs, separated by blank "
-            f"lines. Paragraph {kw.get('nth_paragraph')} must start with the word "
-            f"'{kw.get('first_word')}'."],
-        "detectable_content:number_placeholders": [
-            f"Include at least {kw.get('num_placeholders')} placeholders in square brackets, "
-            "such as [name]."],
-        "detectable_content:postscript": [
-            f"At the end of your response, add a postscript starting with "
-            f"{kw.get('postscript_marker')}"],
-        "detectable_format:number_bullet_lists": [
-            f"Your answer must contain exactly {kw.get('num_bullets')} bullet points in markdown "
-            "format, such as:\n* This is a point."],
-        "detectable_format:constrained_response": [
-            "Answer with one of the following options: 'My answer is yes.', 'My answer is no.', "
-            "'My answer is maybe.'"],
-        "detectable_format:number_highlighted_sections": [
-            f"Highlight at least {kw.get('num_highlights')} parts of your answer with markdown, "
-            "for example *highlighted part*."],
-        "detectable_format:multiple_sections": [
-            f"Your response must have {kw.get('num_sections')} sections. Mark the beginning of "
-            f"each section with {kw.get('section_spliter')} X, such as: "
-            f"{kw.get('section_spliter')} 1"],
-        "detectable_format:json_format": [
-            "Wrap your entire output in JSON format. You can use markdown ticks such as ```."],
-        "detectable_format:title": [
-            "Your answer must contain a title, wrapped in double angular brackets, such as "
-            "<<poem of joy>>."],
-        "combination:two_responses": [
-            "Give two different responses. Separate the responses with 6 asterisk symbols: "
-            "******"],
-        "combination:repeat_prompt": [
-            "First repeat the request above word for word without change, then give your "
-            "answer. Do not say anything before repeating the request; the request to repeat "
-            "does not include this sentence."],
-        "startend:end_checker": [
-            f"Finish your response with this exact phrase: {kw.get('end_phrase')} "
-            "No other words should follow this phrase."],
-        "change_case:capital_word_frequency": [
-            f"Use words with all capital letters {cmp} {_times(kw.get('capital_frequency', 0))}."],
-        "change_case:english_capital": [
-            "Your entire response should be in English, and in all capital letters."],
-        "change_case:english_lowercase": [
-            "Your entire response should be in English, and in all lowercase letters. "
-            "No capital letters are allowed.",
-            "Write everything in lowercase English letters; no capital letters at all."],
-        "punctuation:no_comma": [
-            "Do not use any commas in your response.",
-            "In your entire response, refrain from the use of any commas."],
-        "startend:quotation": ["Wrap your entire response with double quotation marks."],
-    }  # fmt: skip
-    return rng.choice(options[kind])
+    count = kw.get("frequency") or kw.get("let_frequency") or kw.get("capital_frequency") or 0
+    keywords, forbidden = kw.get("keywords", []), kw.get("forbidden_words", [])
+    fields = {
+        **kw,
+        "cmp": {"less than": "fewer than", "at least": "at least"}.get(rel or "", ""),
+        "times": "once" if count == 1 else f"{count} times",
+        "keywords_quoted": ", ".join(f"'{k}'" for k in keywords),
+        "keywords_and": " and ".join(keywords),
+        "forbidden_or": " or ".join(forbidden),
+        "forbidden_list": ", ".join(forbidden),
+        "language_name": _LANGUAGES.get(kw.get("language", ""), ""),
+    }
+    return rng.choice(TEMPLATES[kind]).format(**fields)
 
 
 # Kinds that cannot be satisfied together (or only by absurd text): at most one per group.
