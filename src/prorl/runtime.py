@@ -39,8 +39,11 @@ def pool_target(spec: TaskSpec, task: Task) -> Any:
     """What the verifier workers rebuild to score this task's items."""
     from prorl.verify.pool import Scorer
 
-    custom = getattr(task, "pool_scorer", None)
-    return custom if custom is not None else Scorer.task(spec.name, **spec.settings)
+    from prorl.tasks.files import FileTask
+
+    if isinstance(task, FileTask):  # scores from example.meta alone: no file re-read per worker
+        return Scorer.function("prorl.tasks.files:score_row")
+    return Scorer.task(spec.name, **spec.settings)
 
 
 def make_sampler(cfg: Config, policy: Any, tokenizer: Any) -> Sampler:
@@ -50,7 +53,7 @@ def make_sampler(cfg: Config, policy: Any, tokenizer: Any) -> Sampler:
         return VLLMSampler.from_config(cfg, policy, tokenizer)  # type: ignore[no-any-return]
     from prorl.sampling.hf import HFSampler
 
-    return HFSampler(policy, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.model.bf16)
+    return HFSampler(policy, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.rollout.bf16)
 
 
 class RunScorer:

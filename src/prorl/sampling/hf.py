@@ -85,6 +85,7 @@ class HFSampler:
                         position_ids=step_pos,
                         past_key_values=cache,
                         use_cache=True,
+                        logits_to_keep=1,  # only the last position: not [B, P, V] at prefill
                     )
                 cache = out.past_key_values
                 logits = out.logits[:, -1].float() / max(params.temperature, 1e-6)  # [B, V]

@@ -25,7 +25,8 @@ class EvenTokensTask:
         return None if split == "train" else 8
 
     def example(self, index: int, split: str = "train") -> Example:
-        prompt = ({"role": "user", "content": f"Write anything ({split} #{index})."},)
+        # One fixed prompt: what is learned on training items is what validation measures.
+        prompt = ({"role": "user", "content": "Write anything."},)
         return Example(f"{self.name}:{split}:{index}", self.name, prompt, "", {"split": split})
 
     def score(self, response: str, example: Example) -> Score:

