@@ -1,4 +1,4 @@
-"""The ``prorl`` command: train | eval | report | score | tasks | presets."""
+"""The ``prorl`` command: train | export | eval | report | score | tasks | presets."""
 
 from __future__ import annotations
 
@@ -14,27 +14,51 @@ def _error(message: str, code: int = 2) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from prorl.config import ConfigError, load_config
+    from prorl.config import ConfigError, load_config, load_run_config
     from prorl.models import ModelLoadError
 
     overrides = list(args.overrides)
-    if args.run_dir:
-        overrides.append(f"run_dir={args.run_dir}")
+    if args.resume and (args.run_dir or args.preset):
+        return _error("--resume RUN_DIR takes the run's own config; drop --run-dir/--preset")
+    run_dir = args.resume or args.run_dir
+    if run_dir:
+        overrides.append(f"run_dir={run_dir}")
     try:
-        cfg = load_config(args.preset, overrides)
+        cfg = (
+            load_run_config(args.resume, overrides)
+            if args.resume
+            else load_config(args.preset, overrides)
+        )
     except ConfigError as e:
         return _error(str(e))
     from prorl.runtime import run_training
+    from prorl.train import CheckpointSaveError, TrainingStopped
 
     try:
         final = run_training(cfg)
     except (ConfigError, ModelLoadError) as e:
         return _error(str(e))
+    except CheckpointSaveError as e:
+        return _error(str(e), 1)
+    except TrainingStopped as e:
+        print(f"{e}; continue with: prorl train --resume {cfg.run_dir}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         return _error("interrupted", 130)
     reward = final.get("eval/reward")
     if reward is not None:
         print(f"final validation reward {reward:.3f}; run in {cfg.run_dir}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from prorl.checkpoint import export
+
+    try:
+        ckpt = export(args.run_dir, args.out_dir, args.step)
+    except ValueError as e:
+        return _error(str(e))
+    print(f"exported {ckpt} to {args.out_dir}")
     return 0
 
 
@@ -79,8 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--preset", help="preset name (see `prorl presets`) or a YAML file")
     train.add_argument("--run-dir", help="where metrics, config and checkpoints go")
+    train.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run from its newest complete checkpoint, with its own config "
+        "(key=value overrides still apply, e.g. steps=400)",
+    )
     train.add_argument("overrides", nargs="*", metavar="key=value")
     train.set_defaults(func=cmd_train)
+
+    exp = sub.add_parser(
+        "export", help="write a checkpoint's policy as a plain Hugging Face model folder"
+    )
+    exp.add_argument("run_dir", help="a prorl run directory")
+    exp.add_argument("out_dir", help="new (or empty) directory for the model")
+    exp.add_argument("--step", type=int, help="checkpoint step (default: the newest)")
+    exp.set_defaults(func=cmd_export)
 
     tasks = sub.add_parser("tasks", help="list the registered tasks")
     tasks.add_argument("--all-rg", action="store_true", help="also list every reasoning-gym task")

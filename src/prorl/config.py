@@ -139,6 +139,18 @@ class ResetConfig:
 
 
 @dataclass(frozen=True)
+class CheckpointConfig:
+    every: int = 10  # save every N steps; 0: only at the end (and on SIGINT/SIGTERM)
+    keep_last: int = 2  # newest complete checkpoints kept; older ones are deleted
+    milestones_every: int = 0  # also keep every checkpoint whose step is a multiple; 0: none
+
+    def __post_init__(self) -> None:
+        _check(self.every >= 0, "checkpoint.every", "must be >= 0")
+        _check(self.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
+        _check(self.milestones_every >= 0, "checkpoint.milestones_every", "must be >= 0")
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     every: int = 10  # validate every N steps (and before and after training); 0: ends only
     n: int = 4  # samples per held-out problem
@@ -176,6 +188,7 @@ class Config:
     reset: ResetConfig = field(default_factory=ResetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
     def __post_init__(self) -> None:
         _check(self.steps >= 0, "steps", "must be >= 0")
@@ -318,3 +331,16 @@ def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...
 
 def save_config(cfg: Config, path: Path) -> None:
     path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def load_run_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The resolved ``config.yaml`` of an existing run, with ``overrides`` applied on top
+    (``prorl train --resume RUN_DIR steps=400``)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"resume: {run_dir} holds no config.yaml; is it a prorl run directory?")
+    data = read_preset(str(path))
+    for ov in overrides:
+        apply_override(data, ov)
+    cfg: Config = from_dict(Config, data)
+    return cfg

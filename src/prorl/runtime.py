@@ -3,22 +3,35 @@ task mixture, validation, sinks. Everything here is wiring; the maths lives in `
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from prorl.config import Config, ConfigError, TaskSpec, save_config
+from prorl.checkpoint import check_compatible, resume_point, truncate_jsonl
+from prorl.config import Config, ConfigError, TaskSpec, save_config, to_dict
 from prorl.display import Display
 from prorl.metrics import MetricsWriter
 from prorl.mixture import MixtureEntry, TaskMixture
 from prorl.models import encode_prompts, load_policy
 from prorl.sampling.base import Sampler
 from prorl.tasks import Task, get_task
-from prorl.train import TrainState, frozen_copy, make_optimizer, seed_everything, train_loop
+from prorl.train import (
+    SAMPLES,
+    TrainState,
+    frozen_copy,
+    make_optimizer,
+    restore_state,
+    seed_everything,
+    train_loop,
+)
 from prorl.types import Example, Sample, Score
 
 log = logging.getLogger("prorl")
@@ -37,9 +50,8 @@ def build_tasks(specs: Sequence[TaskSpec]) -> dict[str, Task]:
 
 def pool_target(spec: TaskSpec, task: Task) -> Any:
     """What the verifier workers rebuild to score this task's items."""
-    from prorl.verify.pool import Scorer
-
     from prorl.tasks.files import FileTask
+    from prorl.verify.pool import Scorer
 
     if isinstance(task, FileTask):  # scores from example.meta alone: no file re-read per worker
         return Scorer.function("prorl.tasks.files:score_row")
@@ -110,14 +122,43 @@ def make_validate(cfg: Config, run_dir: Path, scorer: RunScorer, tasks: dict[str
     return validate
 
 
-def prepare_run_dir(run_dir: Path) -> None:
-    """Refuse to write over an existing run: nothing is touched when this raises."""
+def prepare_run_dir(run_dir: Path) -> Path | None:
+    """Return the checkpoint to resume from, or None for a fresh run in a new directory.
+
+    A directory holding a run but no complete checkpoint is refused (never a silent fresh
+    start over it): nothing is touched when this raises."""
+    if (run_dir / "checkpoints").is_dir():
+        found = resume_point(run_dir)
+        if found is None:
+            raise ConfigError(
+                f"run_dir: {run_dir} holds no complete checkpoint to resume from; "
+                "pick a new --run-dir"
+            )
+        return found
     if (run_dir / "metrics.jsonl").exists() or (run_dir / "config.yaml").exists():
         raise ConfigError(
             f"run_dir: {run_dir} already holds a run; pick a new --run-dir "
             "(or --resume it once checkpoints exist)"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def check_resume(cfg: Config, found: Path) -> list[str]:
+    """Refuse a checkpoint made with an incompatible config; return the changed keys."""
+    saved = yaml.safe_load((found / "config.yaml").read_text())
+    return check_compatible(saved, to_dict(cfg), int(found.name.split("_")[1]))
+
+
+def rewind_run_dir(run_dir: Path, step: int) -> None:
+    """Forget what a killed run wrote after checkpoint ``step``: those steps run again and
+    would otherwise appear twice in the logs (or stale in RUN_DIR/eval)."""
+    for name in ("metrics.jsonl", "events.jsonl", SAMPLES):
+        truncate_jsonl(run_dir / name, step)
+    results = run_dir / "eval" / "results"
+    for label in results.glob("step_*") if results.is_dir() else []:
+        if label.name[5:].isdigit() and int(label.name[5:]) > step:
+            shutil.rmtree(label)
 
 
 def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
@@ -129,10 +170,12 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
     val_tasks = build_tasks(val_specs)
     policy, tokenizer = load_policy(cfg.model.name, cfg.model.dtype)
     existed = run_dir.exists()
-    prepare_run_dir(run_dir)  # only after every input has been checked
-    created = True
+    found = prepare_run_dir(run_dir)  # only after every input has been checked
+    changed = check_resume(cfg, found) if found else []
+    created = found is None  # a resumed run's directory is never cleaned up on failure
     try:
-        save_config(cfg, run_dir / "config.yaml")
+        if found is None:
+            save_config(cfg, run_dir / "config.yaml")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
@@ -158,12 +201,19 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
                 cfg, policy, tokenizer, ref, optimizer, scheduler,
                 make_sampler(cfg, policy, tokenizer), scorer, mixture,
             )  # fmt: skip
+            if found is not None:
+                restore_state(state, found)
+                rewind_run_dir(run_dir, state.step)
+                save_config(cfg, run_dir / "config.yaml")  # e.g. a raised ``steps``
             writer = MetricsWriter(run_dir, cfg.tensorboard)
+            if found is not None:
+                writer.event(state.step, "resume", checkpoint=str(found), changed=changed)
             display = Display(cfg.steps, state.step, live)
             try:
-                return train_loop(
-                    state, writer, display, make_validate(cfg, run_dir, scorer, val_tasks)
-                )
+                with stop_on_signals(state, display):
+                    return train_loop(
+                        state, writer, display, make_validate(cfg, run_dir, scorer, val_tasks)
+                    )
             finally:
                 display.close()
                 writer.close()
@@ -174,3 +224,28 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
             else:
                 shutil.rmtree(run_dir, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def stop_on_signals(state: TrainState, display: Display) -> Iterator[None]:
+    """First SIGINT/SIGTERM: finish the step, checkpoint, stop. Second: stop at once
+    (KeyboardInterrupt); the atomic save keeps the last complete checkpoint intact."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        if state.stop_requested:
+            raise KeyboardInterrupt
+        state.stop_requested = True
+        display.message(
+            f"{signal.Signals(signum).name}: finishing step {state.step + 1}, then "
+            "checkpointing and stopping (send again to stop at once)", "yellow"
+        )  # fmt: skip
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -19,15 +19,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from prorl import checkpoint as ckpt
 from prorl import rl
-from prorl.config import Config
+from prorl.config import Config, to_dict
 from prorl.display import Display
-from prorl.metrics import MetricsWriter
+from prorl.metrics import MetricsWriter, append_jsonl
 from prorl.mixture import TaskMixture
 from prorl.models import encode_prompts
 from prorl.policy import pack, response_logprobs
 from prorl.sampling.base import Sampler, derive_seed
 from prorl.types import Example, Sample, SamplingParams, Score
+
+SAMPLES = "samples.jsonl"  # per step: the uids of every example drawn (resume checks)
 
 
 @dataclass
@@ -63,6 +66,21 @@ class TrainState:
     mixture: TaskMixture
     step: int = 0
     resets: list[dict[str, Any]] = field(default_factory=list)
+    sampled: list[str] = field(default_factory=list)  # uids drawn in the last step
+    stop_requested: bool = False  # set by the first SIGINT/SIGTERM: save and stop
+
+
+class TrainingStopped(Exception):
+    """Training stopped early on request, after writing a checkpoint."""
+
+    def __init__(self, step: int, checkpoint: Path) -> None:
+        super().__init__(f"stopped at step {step}; checkpoint {checkpoint}")
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint could not be written; the previous ones are intact."""
 
 
 def make_optimizer(cfg: Config, policy: Any) -> tuple[torch.optim.Optimizer, Any]:
@@ -92,9 +110,11 @@ def rl_step(state: TrainState) -> dict[str, float]:
         ro.prompts_per_step, ro.max_rounds if ro.dynamic_sampling else 1
     )
     all_groups: list[Group] = []
+    state.sampled = []
     timing: dict[str, float] = defaultdict(float)
     while not batch.full and not batch.exhausted:
         examples = state.mixture.draw(batch.need, step, batch.rounds)
+        state.sampled += [ex.uid for ex in examples]
         prompt_ids = encode_prompts(state.tokenizer, examples)
         seeds = [derive_seed(cfg.seed, step, ex.uid) for ex in examples]
         t = time.monotonic()
@@ -271,13 +291,65 @@ def frozen_copy(model: Any) -> Any:
     return ref
 
 
+# --- checkpoints --------------------------------------------------------------------------
+
+
+def trainer_state(state: TrainState) -> dict[str, Any]:
+    """Everything besides the weights that a resumed run needs to continue exactly."""
+    return {
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "mixture": state.mixture.state_dict(),
+        "rng": ckpt.rng_state(),
+        "resets": state.resets,
+    }
+
+
+def restore_state(state: TrainState, folder: Path) -> None:
+    """Load checkpoint ``folder`` into a freshly built ``state`` (same config)."""
+    ckpt.load_weights(state.policy, folder / "policy")
+    if state.ref is not None:
+        ckpt.load_reference(state.ref, folder)
+    saved = ckpt.load_trainer(folder)
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    state.mixture.load_state_dict(saved["mixture"])
+    state.resets = list(saved["resets"])
+    state.step = int(saved["step"])
+    ckpt.set_rng_state(saved["rng"])  # last: nothing above may draw from the RNGs
+
+
+def save_state(state: TrainState, run_dir: Path) -> Path:
+    """Write a checkpoint of ``state`` and prune old ones; a failure raises
+    CheckpointSaveError and leaves the previous checkpoints as they were."""
+    c = state.cfg.checkpoint
+    try:
+        folder = ckpt.save_checkpoint(
+            run_dir, state.step, state.policy, state.tokenizer, state.ref,
+            trainer_state(state), to_dict(state.cfg),
+        )  # fmt: skip
+    except OSError as e:
+        raise CheckpointSaveError(
+            f"saving the checkpoint of step {state.step} failed: {e}; "
+            "the previous checkpoints are intact"
+        ) from e
+    ckpt.prune(run_dir, c.keep_last, c.milestones_every)
+    return folder
+
+
+def _checkpoint_due(cfg: Config, step: int) -> bool:
+    return step == cfg.steps or bool(cfg.checkpoint.every and step % cfg.checkpoint.every == 0)
+
+
 # --- the loop --------------------------------------------------------------------------------
 
 
 def train_loop(
     state: TrainState, writer: MetricsWriter, display: Display, validate: Any
 ) -> dict[str, float]:
-    """Run steps until ``cfg.steps``; validate before, every ``eval.every`` and at the end."""
+    """Run steps until ``cfg.steps``; validate before, every ``eval.every`` and at the end;
+    checkpoint every ``checkpoint.every`` and at the end. Raises TrainingStopped after
+    checkpointing when ``state.stop_requested`` was set during a step."""
     cfg = state.cfg
     final: dict[str, float] = {}
     if state.step == 0:
@@ -302,7 +374,13 @@ def train_loop(
                 final = ev
                 display.message(_eval_line("after training", ev))
         writer.log(state.step, metrics)
+        append_jsonl(writer.run_dir / SAMPLES, {"step": state.step, "uids": state.sampled})
         display.step(step, metrics)
+        if state.stop_requested or _checkpoint_due(cfg, state.step):
+            folder = save_state(state, writer.run_dir)
+            writer.event(state.step, "checkpoint", path=str(folder))
+            if state.stop_requested:
+                raise TrainingStopped(state.step, folder)
     return final
 
 
