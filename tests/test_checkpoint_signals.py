@@ -1,0 +1,67 @@
+"""SIGTERM/SIGINT on a real training process: the first finishes the step, checkpoints and
+exits 130; a second stops at once and never leaves a broken checkpoint behind."""
+
+import signal
+import subprocess
+import sys
+import time
+
+from prorl import checkpoint as ckpt
+from prorl.metrics import read_jsonl
+from test_checkpoint import TOY
+
+
+def _start(run, tmp_path, *extra):
+    args = ["train", "--run-dir", str(run), *TOY, "steps=200", "checkpoint.every=0", *extra]
+    err = open(tmp_path / "stderr.txt", "w")  # noqa: SIM115 - closed by the caller's wait
+    return subprocess.Popen([sys.executable, "-m", "prorl.cli", *args],
+                            stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+
+
+def _wait_for_step(proc, run, step):
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        rows = read_jsonl(run / "metrics.jsonl")
+        if rows and rows[-1]["step"] >= step:
+            return
+        time.sleep(0.05)
+    raise AssertionError("training did not reach the step in time")
+
+
+def test_sigterm_finishes_step_checkpoints_and_resumes(tmp_path):
+    run = tmp_path / "run"
+    proc = _start(run, tmp_path)
+    _wait_for_step(proc, run, 1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=300) == 130
+    err = (tmp_path / "stderr.txt").read_text()
+    assert "continue with: prorl train --resume" in err, err[-2000:]
+    last = read_jsonl(run / "metrics.jsonl")[-1]["step"]
+    assert 1 <= last < 200
+    dirs = ckpt.checkpoint_dirs(run)
+    assert [d.name for d in dirs] == [ckpt.step_name(last)]  # the stop checkpoint only
+    assert ckpt.load_trainer(dirs[-1])["step"] == last
+    # a different --run-dir value is not needed: the same command continues the run
+    res = subprocess.run(
+        [sys.executable, "-m", "prorl.cli", "train", "--resume", str(run), f"steps={last + 1}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    steps = [r["step"] for r in read_jsonl(run / "metrics.jsonl")]
+    assert steps == list(range(last + 2))
+
+
+def test_second_signal_exits_at_once_without_broken_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    proc = _start(run, tmp_path, "checkpoint.every=1")
+    _wait_for_step(proc, run, 2)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=300) == 130
+    assert "interrupted" in (tmp_path / "stderr.txt").read_text()
+    # whatever was being saved is gone or complete; the newest complete one loads
+    names = [p.name for p in (run / "checkpoints").iterdir()]
+    assert not [n for n in names if n.startswith(ckpt.TMP_PREFIX)], names
+    newest = ckpt.resume_point(run)
+    assert newest is not None and ckpt.load_trainer(newest)["step"] >= 1
