@@ -131,11 +131,29 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class ResetConfig:
+    """Reference resets; every trigger is off at 0 and any one that fires resets (see
+    ``prorl.resets``)."""
+
     every: int = 0  # reset the reference policy every N steps; 0: never
     reset_optimizer: bool = True  # ProRL v1 re-initialises AdamW; v2 keeps it
+    target: str = "policy"  # new reference: policy (current) | best (best kept checkpoint)
+    patience: int = 0  # validations without a new best before a reset
+    drop: float = 0.0  # validation fallen more than this below its best
+    eval_metric: str = "eval/reward"
+    eval_blend: dict[str, float] = field(default_factory=dict)  # eval key -> weight
+    kl_max: float = 0.0  # policy/kl above this
+    kl_share_max: float = 0.0  # KL term's share of the loss above this (0-1)
+    entropy_min: float = 0.0  # policy/entropy below this
+    cooldown: int = 0  # steps after a reset during which metric triggers are ignored
 
     def __post_init__(self) -> None:
         _check(self.every >= 0, "reset.every", "must be >= 0")
+        _check(self.target in ("policy", "best"), "reset.target", "choose policy or best")
+        _check(self.patience >= 0, "reset.patience", "must be >= 0")
+        _check(self.drop >= 0, "reset.drop", "must be >= 0")
+        _check(0 <= self.kl_share_max < 1, "reset.kl_share_max", "must be in [0, 1)")
+        _check(self.cooldown >= 0, "reset.cooldown", "must be >= 0")
+        _check(all(w > 0 for w in self.eval_blend.values()), "reset.eval_blend", "weights > 0")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from prorl.metrics import MetricsWriter, append_jsonl
 from prorl.mixture import TaskMixture
 from prorl.models import encode_prompts
 from prorl.policy import pack, response_logprobs
+from prorl.resets import ResetDecision, ResetPolicy
 from prorl.sampling.base import Sampler, derive_seed
 from prorl.types import Example, Sample, SamplingParams, Score
 
@@ -68,6 +69,11 @@ class TrainState:
     resets: list[dict[str, Any]] = field(default_factory=list)
     sampled: list[str] = field(default_factory=list)  # uids drawn in the last step
     stop_requested: bool = False  # set by the first SIGINT/SIGTERM: save and stop
+    resetter: ResetPolicy | None = None  # built from cfg.reset when not given
+
+    def __post_init__(self) -> None:
+        if self.resetter is None:
+            self.resetter = ResetPolicy(self.cfg.reset, self.cfg.algo.kl_coef)
 
 
 class TrainingStopped(Exception):
@@ -269,12 +275,30 @@ def rollout_metrics(
 # --- resets --------------------------------------------------------------------------------
 
 
-def reset_reference(state: TrainState, reset_optimizer: bool) -> None:
-    """Hard reset: the reference becomes the current policy; optionally fresh AdamW state."""
+def reset_reference(state: TrainState, reset_optimizer: bool, source: Path | None = None) -> None:
+    """Hard reset: the reference becomes the current policy (or the HF folder ``source``,
+    a kept checkpoint's policy); optionally fresh AdamW state."""
     if state.ref is not None:
-        state.ref.load_state_dict(state.policy.state_dict())
+        if source is None:
+            state.ref.load_state_dict(state.policy.state_dict())
+        else:
+            ckpt.load_weights(state.ref, source)
     if reset_optimizer:
         state.optimizer, state.scheduler = make_optimizer(state.cfg, state.policy)
+
+
+def apply_reset(state: TrainState, decision: ResetDecision, run_dir: Path) -> dict[str, Any]:
+    """Reset as ``cfg.reset`` says; return the event fields (reason, cause, new reference)."""
+    c = state.cfg.reset
+    source, label = None, "policy"
+    best = state.resetter.best_step if state.resetter else None
+    if c.target == "best" and best is not None:
+        found = [d for d in ckpt.checkpoint_dirs(run_dir) if d.name == ckpt.step_name(best)]
+        if found:  # else the best step's checkpoint was not kept: the current policy
+            source, label = found[0] / "policy", f"checkpoint {found[0].name}"
+    reset_reference(state, c.reset_optimizer, source)
+    return {"reason": decision.reason, "cause": decision.metrics, "reference": label,
+            "reset_optimizer": c.reset_optimizer}  # fmt: skip
 
 
 def seed_everything(seed: int) -> None:
@@ -302,6 +326,7 @@ def trainer_state(state: TrainState) -> dict[str, Any]:
         "mixture": state.mixture.state_dict(),
         "rng": ckpt.rng_state(),
         "resets": state.resets,
+        "resetter": state.resetter.state_dict() if state.resetter else {},
     }
 
 
@@ -315,6 +340,8 @@ def restore_state(state: TrainState, folder: Path) -> None:
     state.scheduler.load_state_dict(saved["scheduler"])
     state.mixture.load_state_dict(saved["mixture"])
     state.resets = list(saved["resets"])
+    if state.resetter is not None and saved.get("resetter"):
+        state.resetter.load_state_dict(saved["resetter"])
     state.step = int(saved["step"])
     ckpt.set_rng_state(saved["rng"])  # last: nothing above may draw from the RNGs
 
@@ -359,13 +386,6 @@ def train_loop(
     while state.step < cfg.steps:
         step = state.step
         metrics = rl_step(state)
-        if cfg.reset.every and state.step % cfg.reset.every == 0 and state.step < cfg.steps:
-            reset_reference(state, cfg.reset.reset_optimizer)
-            row = writer.event(state.step, "reset", reason=f"every {cfg.reset.every} steps",
-                               reset_optimizer=cfg.reset.reset_optimizer)  # fmt: skip
-            state.resets.append(row)
-            display.message(f"reset at step {state.step}: {row['reason']}", "yellow")
-            metrics["reset"] = 1.0
         is_last = state.step == cfg.steps
         if is_last or (cfg.eval.every and state.step % cfg.eval.every == 0):
             ev = validate(state)
@@ -373,6 +393,14 @@ def train_loop(
             if is_last:
                 final = ev
                 display.message(_eval_line("after training", ev))
+        assert state.resetter is not None
+        # no reset after the last update: it would change nothing
+        decision = None if is_last else state.resetter.observe(state.step, metrics)
+        if decision:
+            fields = apply_reset(state, decision, writer.run_dir)
+            state.resets.append(writer.event(state.step, "reset", **fields))
+            display.message(f"reset at step {state.step}: {decision.reason}", "yellow")
+            metrics["reset"] = 1.0
         writer.log(state.step, metrics)
         append_jsonl(writer.run_dir / SAMPLES, {"step": state.step, "uids": state.sampled})
         display.step(step, metrics)
