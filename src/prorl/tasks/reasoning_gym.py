@@ -16,7 +16,7 @@ from typing import Any
 from prorl.tasks.base import register_family
 from prorl.types import Example, Score
 
-SYSTEM_PROMPT = (
+INSTRUCTION = (
     "Think step by step, then give your final answer inside <answer></answer> tags, "
     "for example <answer>42</answer>."
 )
@@ -50,7 +50,8 @@ class ReasoningGymTask:
         seed: int = 0,
         val_size: int = 100,
         test_size: int = 100,
-        system_prompt: str = SYSTEM_PROMPT,
+        instruction: str = INSTRUCTION,
+        format_reward: float = 0.0,
         **settings: Any,
     ) -> None:
         if dataset not in available_datasets():
@@ -62,7 +63,14 @@ class ReasoningGymTask:
         self.name = f"rg/{dataset}"
         self.seed = seed
         self.settings = settings
-        self.system_prompt = system_prompt
+        # Small models follow a format instruction in the user turn far more often than in
+        # the system turn, so it is appended to the question.
+        self.instruction = instruction
+        if not 0.0 <= format_reward < 1.0:
+            raise ValueError(f"format_reward must be in [0, 1), got {format_reward}")
+        # Credit for a well-formed but wrong answer: a bootstrap for models that almost never
+        # use the tags (SmolLM2-135M: ~3% of samples), so that some groups carry signal.
+        self.format_reward = format_reward
         self._sizes = {"train": None, "val": val_size, "test": test_size}
         self._ds: dict[str, Any] = {}
         # Building the dataset validates the settings now, not mid-training.
@@ -107,16 +115,14 @@ class ReasoningGymTask:
             while _digest(entry["question"]) in self._held_out_questions:
                 probe += 1_000_000_007
                 entry = ds[probe % 1_000_000_000]
-        prompt = (
-            {"role": "system", "content": self.system_prompt},
-            {"role": "user", "content": entry["question"]},
-        )
+        content = f"{entry['question']}\n\n{self.instruction}" if self.instruction else entry["question"]
+        prompt = ({"role": "user", "content": content},)
         return Example(
             uid=f"{self.name}:{split}:{self.seed}:{index}",
             task=self.name,
             prompt=prompt,
             answer=str(entry["answer"]),
-            meta={"entry": entry, "split": split},
+            meta={"entry": entry, "split": split, "question": entry["question"]},
         )
 
     def score(self, response: str, example: Example) -> Score:
@@ -129,7 +135,9 @@ class ReasoningGymTask:
         except Exception as e:  # a scorer bug must not kill training
             return Score(0.0, "INFRA_ERROR", {"error": repr(e)[:200]})
         reward = min(1.0, max(0.0, reward))
-        return Score(reward, "ok" if reward >= 1.0 else "wrong")
+        if reward >= 1.0:
+            return Score(1.0, "ok")
+        return Score(max(reward, self.format_reward), "wrong")
 
 
 def _digest(text: str) -> str:
