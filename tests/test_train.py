@@ -49,9 +49,7 @@ def test_rl_raises_reward_on_toy_task(tmp_path):
 
 
 def test_reset_makes_reference_equal_policy(tmp_path):
-    _, rows = _train(
-        tmp_path, "steps=4", "optim.lr=3e-3", "algo.kl_coef=1e-3", "reset.every=2"
-    )
+    _, rows = _train(tmp_path, "steps=4", "optim.lr=3e-3", "algo.kl_coef=1e-3", "reset.every=2")
     by_step = {r["step"]: r for r in rows}
     assert by_step[2]["reset"] == 1.0
     assert by_step[2]["policy/kl"] > 0  # drifted during steps 1-2
