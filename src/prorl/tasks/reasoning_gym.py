@@ -115,7 +115,9 @@ class ReasoningGymTask:
             while _digest(entry["question"]) in self._held_out_questions:
                 probe += 1_000_000_007
                 entry = ds[probe % 1_000_000_000]
-        content = f"{entry['question']}\n\n{self.instruction}" if self.instruction else entry["question"]
+        content = (
+            f"{entry['question']}\n\n{self.instruction}" if self.instruction else entry["question"]
+        )
         prompt = ({"role": "user", "content": content},)
         return Example(
             uid=f"{self.name}:{split}:{self.seed}:{index}",
