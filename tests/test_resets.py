@@ -156,17 +156,17 @@ def test_reset_to_best_kept_checkpoint(tmp_path, tiny):
         policy.model.embed_tokens.weight.add_(1.0)  # the policy moved on after step 1
         ref.model.embed_tokens.weight.mul_(0.0)
     cfg = load_config(None, ["reset.target=best", "reset.reset_optimizer=false"])
-    resetter = ResetPolicy(cfg.reset)
-    resetter.observe(1, {"eval/reward": 0.9})
-    resetter.observe(2, {"eval/reward": 0.1})
+    resetter = ResetPolicy(cfg.reset.__class__(target="best", patience=1))
+    assert resetter.observe(1, {"eval/reward": 0.9}) is None
+    decision = resetter.observe(2, {"eval/reward": 0.1})
+    assert decision is not None and decision.best_step == 1
     opt, sched = make_optimizer(cfg, policy)
-    state = SimpleNamespace(cfg=cfg, policy=policy, ref=ref, optimizer=opt, scheduler=sched,
-                            resetter=resetter)  # fmt: skip
-    fields = apply_reset(state, ResetDecision(("test",)), tmp_path)
+    state = SimpleNamespace(cfg=cfg, policy=policy, ref=ref, optimizer=opt, scheduler=sched)
+    fields = apply_reset(state, decision, tmp_path)
     assert fields["reference"] == "checkpoint step_00000001"
     assert torch.equal(ref.model.embed_tokens.weight, best.model.embed_tokens.weight)
     assert state.optimizer is opt
     # the best step's checkpoint was pruned: fall back to the current policy
-    resetter.best_step = 7
-    assert apply_reset(state, ResetDecision(("test",)), tmp_path)["reference"] == "policy"
+    gone = ResetDecision(("test",), best_step=7)
+    assert apply_reset(state, gone, tmp_path)["reference"] == "policy"
     assert torch.equal(ref.model.embed_tokens.weight, policy.model.embed_tokens.weight)

@@ -169,6 +169,41 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True)
+class HealthCheck:
+    metric: str
+    min: float | None = None  # alarm when the value is below this
+    max: float | None = None  # alarm when the value is above this
+    action: str = "warn"  # warn | reset | stop (checkpoint, then stop cleanly)
+    patience: int = 1  # consecutive out-of-bounds steps before the alarm
+
+    def __post_init__(self) -> None:
+        what = f"check of {self.metric!r}"
+        _check(self.min is not None or self.max is not None, "min", f"{what}: give min or max")
+        _check(self.action in ("warn", "reset", "stop"), "action", f"{what}: warn|reset|stop")
+        _check(self.patience >= 1, "patience", f"{what}: must be >= 1")
+
+
+# Warnings only by default: they flag the failure modes of long RL runs (entropy collapse,
+# runaway KL, a batch that no longer learns, responses hitting the cap, verifier trouble)
+# without changing training. ``response/length_mean`` has no default: it is task-specific.
+DEFAULT_HEALTH = (
+    HealthCheck("policy/entropy", min=0.05, patience=3),
+    HealthCheck("policy/kl", max=1.0, patience=3),
+    HealthCheck("policy/clipfrac", max=0.3, patience=3),
+    HealthCheck("filter/kept_frac", min=0.05, patience=5),
+    HealthCheck("response/truncated_frac", max=0.5, patience=3),
+    HealthCheck("optim/grad_norm", max=1000.0),
+    HealthCheck("verify/timeouts", max=8.0),
+    HealthCheck("verify/infra_errors", max=0.0),
+)
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    checks: tuple[HealthCheck, ...] = DEFAULT_HEALTH
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     every: int = 10  # validate every N steps (and before and after training); 0: ends only
     n: int = 4  # samples per held-out problem
@@ -207,6 +242,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
 
     def __post_init__(self) -> None:
         _check(self.steps >= 0, "steps", "must be >= 0")
@@ -255,7 +291,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return dict(value)
     if origin in (typing.Union, types.UnionType):
-        return value
+        arms = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or len(arms) != 1:
+            return value
+        return _coerce(arms[0], value, key)  # ``float | None``: check (and parse) the float
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -305,7 +344,7 @@ def list_presets() -> list[str]:
 
 def read_preset(name_or_path: str) -> dict[str, Any]:
     path = Path(name_or_path)
-    if not path.suffix:
+    if name_or_path in list_presets():  # a name, even one with a dot (r1-distill-1.5b)
         path = PRESETS_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         raise ConfigError(

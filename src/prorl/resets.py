@@ -28,6 +28,7 @@ from prorl.config import ResetConfig
 class ResetDecision:
     reasons: tuple[str, ...]
     metrics: dict[str, float] = field(default_factory=dict)  # the values that triggered it
+    best_step: int | None = None  # step of the best validation since the previous reset
 
     @property
     def reason(self) -> str:
@@ -66,9 +67,14 @@ class ResetPolicy:
             self._check_thresholds(metrics, reasons, cause)
         if not reasons:
             return None
+        decision = ResetDecision(tuple(reasons), cause, self.best_step)
+        self.restart(step)
+        return decision
+
+    def restart(self, step: int) -> None:
+        """Record a reset at ``step`` (also one decided elsewhere, e.g. a health alarm)."""
         self.last_reset = step
         self.best, self.best_step, self.since_best = None, None, 0
-        return ResetDecision(tuple(reasons), cause)
 
     def _track_eval(
         self, step: int, metrics: dict[str, Any], reasons: list[str], cause: dict[str, float]

@@ -23,6 +23,7 @@ from prorl import checkpoint as ckpt
 from prorl import rl
 from prorl.config import Config, to_dict
 from prorl.display import Display
+from prorl.health import HealthMonitor
 from prorl.metrics import MetricsWriter, append_jsonl
 from prorl.mixture import TaskMixture
 from prorl.models import encode_prompts
@@ -70,10 +71,13 @@ class TrainState:
     sampled: list[str] = field(default_factory=list)  # uids drawn in the last step
     stop_requested: bool = False  # set by the first SIGINT/SIGTERM: save and stop
     resetter: ResetPolicy | None = None  # built from cfg.reset when not given
+    health: HealthMonitor | None = None  # built from cfg.health when not given
 
     def __post_init__(self) -> None:
         if self.resetter is None:
             self.resetter = ResetPolicy(self.cfg.reset, self.cfg.algo.kl_coef)
+        if self.health is None:
+            self.health = HealthMonitor(self.cfg.health.checks)
 
 
 class TrainingStopped(Exception):
@@ -291,7 +295,7 @@ def apply_reset(state: TrainState, decision: ResetDecision, run_dir: Path) -> di
     """Reset as ``cfg.reset`` says; return the event fields (reason, cause, new reference)."""
     c = state.cfg.reset
     source, label = None, "policy"
-    best = state.resetter.best_step if state.resetter else None
+    best = decision.best_step
     if c.target == "best" and best is not None:
         found = [d for d in ckpt.checkpoint_dirs(run_dir) if d.name == ckpt.step_name(best)]
         if found:  # else the best step's checkpoint was not kept: the current policy
@@ -327,6 +331,7 @@ def trainer_state(state: TrainState) -> dict[str, Any]:
         "rng": ckpt.rng_state(),
         "resets": state.resets,
         "resetter": state.resetter.state_dict() if state.resetter else {},
+        "health": state.health.state_dict() if state.health else {},
     }
 
 
@@ -342,6 +347,8 @@ def restore_state(state: TrainState, folder: Path) -> None:
     state.resets = list(saved["resets"])
     if state.resetter is not None and saved.get("resetter"):
         state.resetter.load_state_dict(saved["resetter"])
+    if state.health is not None and saved.get("health"):
+        state.health.load_state_dict(saved["health"])
     state.step = int(saved["step"])
     ckpt.set_rng_state(saved["rng"])  # last: nothing above may draw from the RNGs
 
@@ -393,14 +400,7 @@ def train_loop(
             if is_last:
                 final = ev
                 display.message(_eval_line("after training", ev))
-        assert state.resetter is not None
-        # no reset after the last update: it would change nothing
-        decision = None if is_last else state.resetter.observe(state.step, metrics)
-        if decision:
-            fields = apply_reset(state, decision, writer.run_dir)
-            state.resets.append(writer.event(state.step, "reset", **fields))
-            display.message(f"reset at step {state.step}: {decision.reason}", "yellow")
-            metrics["reset"] = 1.0
+        _resets_and_alarms(state, metrics, writer, display, is_last)
         writer.log(state.step, metrics)
         append_jsonl(writer.run_dir / SAMPLES, {"step": state.step, "uids": state.sampled})
         display.step(step, metrics)
@@ -410,6 +410,35 @@ def train_loop(
             if state.stop_requested:
                 raise TrainingStopped(state.step, folder)
     return final
+
+
+def _resets_and_alarms(
+    state: TrainState, metrics: dict[str, Any], writer: MetricsWriter, display: Display,
+    is_last: bool,
+) -> None:  # fmt: skip
+    """Health alarms (warn / reset / stop) and reset triggers after a step's validation."""
+    assert state.resetter is not None and state.health is not None
+    alarms = state.health.observe(metrics)
+    for a in alarms:
+        writer.event(state.step, "alarm", metric=a.metric, value=a.value, bound=a.bound,
+                     action=a.action, message=a.message)  # fmt: skip
+        display.message(f"alarm at step {state.step}: {a.message} ({a.action})", "red")
+        if a.action == "stop":
+            state.stop_requested = True
+    # no reset after the last update: it would change nothing
+    decision = None if is_last else state.resetter.observe(state.step, metrics)
+    forced = [f"health: {a.message}" for a in alarms if a.action == "reset"]
+    if forced and not is_last:
+        reasons = (*decision.reasons, *forced) if decision else tuple(forced)
+        cause = {**(decision.metrics if decision else {}), **{a.metric: a.value for a in alarms}}
+        best = decision.best_step if decision else state.resetter.best_step
+        decision = ResetDecision(reasons, cause, best)
+        state.resetter.restart(state.step)
+    if decision:
+        fields = apply_reset(state, decision, writer.run_dir)
+        state.resets.append(writer.event(state.step, "reset", **fields))
+        display.message(f"reset at step {state.step}: {decision.reason}", "yellow")
+        metrics["reset"] = 1.0
 
 
 def _eval_line(when: str, metrics: dict[str, float]) -> str:
