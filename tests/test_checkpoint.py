@@ -17,7 +17,6 @@ from prorl import checkpoint as ckpt
 from prorl.config import ConfigError, load_config
 from prorl.metrics import read_jsonl
 from prorl.runtime import prepare_run_dir, run_training
-from prorl.train import CheckpointSaveError
 
 TOY = [
     "model.name=tiny",
@@ -190,7 +189,7 @@ def test_failed_save_is_loud_and_keeps_previous(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ckpt, "save_checkpoint", flaky)
     run = tmp_path / "run"
-    with pytest.raises(CheckpointSaveError, match="No space left on device"):
+    with pytest.raises(ckpt.CheckpointSaveError, match="No space left on device"):
         run_training(load_config(None, [*TOY, "steps=3", f"run_dir={run}"]), live=False)
     assert [d.name for d in (run / "checkpoints").iterdir()] == [ckpt.step_name(1)]
     assert ckpt.load_trainer(ckpt.checkpoint_dirs(run)[-1])["step"] == 1

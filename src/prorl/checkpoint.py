@@ -17,13 +17,16 @@ import random
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import yaml
 
-from prorl.config import ConfigError
+from prorl.config import ConfigError, to_dict
+
+if TYPE_CHECKING:
+    from prorl.train import TrainState
 
 MARKER = "COMPLETE"
 TMP_PREFIX = ".tmp-"
@@ -46,6 +49,10 @@ MUST_MATCH = (
 
 class CheckpointError(ConfigError):
     """A checkpoint that cannot be used for this run (exit code 2 in the CLI)."""
+
+
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint could not be written; the previous ones are intact."""
 
 
 def step_name(step: int) -> str:
@@ -273,6 +280,58 @@ def truncate_jsonl(path: Path, step: int) -> int:
             os.fsync(f.fileno())
         tmp.replace(path)
     return dropped
+
+
+# --- a training state <-> a checkpoint ------------------------------------------------------
+
+
+def trainer_state(state: TrainState) -> dict[str, Any]:
+    """Everything besides the weights that a resumed run needs to continue exactly."""
+    return {
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "mixture": state.mixture.state_dict(),
+        "rng": rng_state(),
+        "resets": state.resets,
+        "resetter": state.resetter.state_dict() if state.resetter else {},
+        "health": state.health.state_dict() if state.health else {},
+    }
+
+
+def restore_state(state: TrainState, folder: Path) -> None:
+    """Load checkpoint ``folder`` into a freshly built ``state`` (same config)."""
+    load_weights(state.policy, folder / "policy")
+    if state.ref is not None:
+        load_reference(state.ref, folder)
+    saved = load_trainer(folder)
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    state.mixture.load_state_dict(saved["mixture"])
+    state.resets = list(saved["resets"])
+    if state.resetter is not None and saved.get("resetter"):
+        state.resetter.load_state_dict(saved["resetter"])
+    if state.health is not None and saved.get("health"):
+        state.health.load_state_dict(saved["health"])
+    state.step = int(saved["step"])
+    set_rng_state(saved["rng"])  # last: nothing above may draw from the RNGs
+
+
+def save_state(state: TrainState, run_dir: Path) -> Path:
+    """Write a checkpoint of ``state`` and prune old ones; a failure raises
+    CheckpointSaveError and leaves the previous checkpoints as they were."""
+    c = state.cfg.checkpoint
+    try:
+        folder = save_checkpoint(
+            run_dir, state.step, state.policy, state.tokenizer, state.ref,
+            trainer_state(state), to_dict(state.cfg),
+        )  # fmt: skip
+    except OSError as e:
+        raise CheckpointSaveError(
+            f"saving the checkpoint of step {state.step} failed: {e}; "
+            "the previous checkpoints are intact"
+        ) from e
+    prune(run_dir, c.keep_last, c.milestones_every)
+    return folder
 
 
 # --- export -------------------------------------------------------------------------------

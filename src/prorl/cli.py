@@ -31,8 +31,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     except ConfigError as e:
         return _error(str(e))
+    from prorl.checkpoint import CheckpointSaveError
     from prorl.runtime import run_training
-    from prorl.train import CheckpointSaveError, TrainingStopped
+    from prorl.train import TrainingStopped
 
     try:
         final = run_training(cfg)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import yaml
 
-from prorl.checkpoint import check_compatible, resume_point, truncate_jsonl
+from prorl.checkpoint import check_compatible, restore_state, resume_point, truncate_jsonl
 from prorl.config import Config, ConfigError, TaskSpec, save_config, to_dict
 from prorl.display import Display
 from prorl.metrics import MetricsWriter
@@ -28,7 +28,6 @@ from prorl.train import (
     TrainState,
     frozen_copy,
     make_optimizer,
-    restore_state,
     seed_everything,
     train_loop,
 )

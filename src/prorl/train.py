@@ -21,7 +21,7 @@ import torch
 
 from prorl import checkpoint as ckpt
 from prorl import rl
-from prorl.config import Config, to_dict
+from prorl.config import Config
 from prorl.display import Display
 from prorl.health import HealthMonitor
 from prorl.metrics import MetricsWriter, append_jsonl
@@ -87,10 +87,6 @@ class TrainingStopped(Exception):
         super().__init__(f"stopped at step {step}; checkpoint {checkpoint}")
         self.step = step
         self.checkpoint = checkpoint
-
-
-class CheckpointSaveError(RuntimeError):
-    """A checkpoint could not be written; the previous ones are intact."""
 
 
 def make_optimizer(cfg: Config, policy: Any) -> tuple[torch.optim.Optimizer, Any]:
@@ -322,55 +318,6 @@ def frozen_copy(model: Any) -> Any:
 # --- checkpoints --------------------------------------------------------------------------
 
 
-def trainer_state(state: TrainState) -> dict[str, Any]:
-    """Everything besides the weights that a resumed run needs to continue exactly."""
-    return {
-        "optimizer": state.optimizer.state_dict(),
-        "scheduler": state.scheduler.state_dict(),
-        "mixture": state.mixture.state_dict(),
-        "rng": ckpt.rng_state(),
-        "resets": state.resets,
-        "resetter": state.resetter.state_dict() if state.resetter else {},
-        "health": state.health.state_dict() if state.health else {},
-    }
-
-
-def restore_state(state: TrainState, folder: Path) -> None:
-    """Load checkpoint ``folder`` into a freshly built ``state`` (same config)."""
-    ckpt.load_weights(state.policy, folder / "policy")
-    if state.ref is not None:
-        ckpt.load_reference(state.ref, folder)
-    saved = ckpt.load_trainer(folder)
-    state.optimizer.load_state_dict(saved["optimizer"])
-    state.scheduler.load_state_dict(saved["scheduler"])
-    state.mixture.load_state_dict(saved["mixture"])
-    state.resets = list(saved["resets"])
-    if state.resetter is not None and saved.get("resetter"):
-        state.resetter.load_state_dict(saved["resetter"])
-    if state.health is not None and saved.get("health"):
-        state.health.load_state_dict(saved["health"])
-    state.step = int(saved["step"])
-    ckpt.set_rng_state(saved["rng"])  # last: nothing above may draw from the RNGs
-
-
-def save_state(state: TrainState, run_dir: Path) -> Path:
-    """Write a checkpoint of ``state`` and prune old ones; a failure raises
-    CheckpointSaveError and leaves the previous checkpoints as they were."""
-    c = state.cfg.checkpoint
-    try:
-        folder = ckpt.save_checkpoint(
-            run_dir, state.step, state.policy, state.tokenizer, state.ref,
-            trainer_state(state), to_dict(state.cfg),
-        )  # fmt: skip
-    except OSError as e:
-        raise CheckpointSaveError(
-            f"saving the checkpoint of step {state.step} failed: {e}; "
-            "the previous checkpoints are intact"
-        ) from e
-    ckpt.prune(run_dir, c.keep_last, c.milestones_every)
-    return folder
-
-
 def _checkpoint_due(cfg: Config, step: int) -> bool:
     return step == cfg.steps or bool(cfg.checkpoint.every and step % cfg.checkpoint.every == 0)
 
@@ -405,7 +352,7 @@ def train_loop(
         append_jsonl(writer.run_dir / SAMPLES, {"step": state.step, "uids": state.sampled})
         display.step(step, metrics)
         if state.stop_requested or _checkpoint_due(cfg, state.step):
-            folder = save_state(state, writer.run_dir)
+            folder = ckpt.save_state(state, writer.run_dir)
             writer.event(state.step, "checkpoint", path=str(folder))
             if state.stop_requested:
                 raise TrainingStopped(state.step, folder)
