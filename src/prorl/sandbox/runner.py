@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import resource
 import selectors
 import shutil
 import signal
@@ -300,6 +301,13 @@ def _read(sel: selectors.BaseSelector, fd: int) -> bytes:
     return chunk
 
 
+def _host_peak_rss_mb() -> float:
+    # Linux folds the forked copy of this process into the child's ru_maxrss at exec, so a
+    # large host (a trainer holding a model) makes every child look large. An rss no bigger
+    # than our own peak proves nothing about the program's memory use.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def _judge(
     iso: Isolation, limits: Limits, io: dict[str, Any], returncode: int, usage: Any, wall: float
 ) -> Verdict:
@@ -334,7 +342,9 @@ def _judge(
         and cpu >= int(limits.cpu_s + 0.999) - 0.05
     ):
         status, detail = L.TIMEOUT, f"cpu limit {limits.cpu_s}s"
-    elif any(s in stderr[-2000:] for s in _MEMORY_SIGNS) or rss >= 0.95 * limits.memory_mb:
+    elif any(s in stderr[-2000:] for s in _MEMORY_SIGNS) or (
+        rss >= 0.95 * limits.memory_mb and rss > _host_peak_rss_mb() + 1.0
+    ):
         status = L.MEMORY  # only ever relabels a failure; it cannot make a run pass
     else:
         status = L.RUNTIME_ERROR
