@@ -110,3 +110,16 @@ def test_embedded_model_loads_and_caches(tmp_path, monkeypatch):
     gguf = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     direct, _ = load_policy(str(gguf))
     assert torch.equal(next(direct.parameters()), next(model.parameters()))
+
+
+def test_bf16_autocast_falls_back_without_hardware(monkeypatch):
+    from prorl import policy
+
+    monkeypatch.setattr(policy, "cpu_has_fast_bf16", lambda: False)
+    with policy.autocast(True):
+        assert not torch.is_autocast_enabled("cpu")
+    monkeypatch.setattr(policy, "cpu_has_fast_bf16", lambda: True)
+    with policy.autocast(True):
+        assert torch.is_autocast_enabled("cpu")
+    with policy.autocast(False):
+        assert not torch.is_autocast_enabled("cpu")

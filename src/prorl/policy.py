@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,8 +44,39 @@ def pack(
     return PackedBatch(ids, mask, positions, ids[:, p_w:], mask[:, p_w:].clone(), p_w)
 
 
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX).
+
+    Without it torch emulates bf16 matmuls: measured 0.3 GFLOP/s against 123 GFLOP/s in
+    fp32 on a 2-core Zen machine without avx512_bf16, which made training 10x slower.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def autocast(bf16: bool) -> contextlib.AbstractContextManager[Any]:
-    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    """bf16 autocast on CPU when asked for and the CPU has bf16 hardware; else a no-op."""
+    if bf16 and cpu_has_fast_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if bf16 and not _warned:
+        _warn_no_bf16()
+    return contextlib.nullcontext()
+
+
+_warned = False
+
+
+def _warn_no_bf16() -> None:
+    global _warned
+    _warned = True
+    logging.getLogger("prorl").warning(
+        "bf16 autocast requested but this CPU has no bf16 hardware (avx512_bf16/amx): "
+        "running in fp32, which is much faster here"
+    )
 
 
 def response_logprobs(

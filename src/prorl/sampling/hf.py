@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from prorl.models import eos_token_ids
+from prorl.policy import autocast
 from prorl.sampling.base import derive_seed
 from prorl.types import Sample, SamplingParams
 
@@ -118,8 +119,8 @@ class HFSampler:
         return samples
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.bf16 and _device(self.model).type == "cpu":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
+        if _device(self.model).type == "cpu":
+            return autocast(self.bf16)  # a no-op where the CPU has no bf16 hardware
         return contextlib.nullcontext()
 
 
