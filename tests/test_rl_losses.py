@@ -231,3 +231,13 @@ def test_truncated_is_weights_identical_and_bad_bounds() -> None:
     assert stats["mismatch_abs_max"] == 0.0 and stats["is_clamped_frac"] == 0.0
     with pytest.raises(ValueError, match="low <= 1 <= high"):
         truncated_is_weights(lp, lp, torch.ones(3, 4), low=2.0, high=5.0)
+
+
+def test_truncated_is_weights_one_sided_cap() -> None:
+    # low=0: w = min(ratio, high) (Yao et al.'s truncated IS); ratios [0.01, 0.5, 3, 7], cap 2
+    ratios = torch.tensor([[0.01, 0.5, 3.0, 7.0]])
+    sampler = torch.full((1, 4), -2.0)
+    w, stats = truncated_is_weights(sampler + ratios.log(), sampler, torch.ones(1, 4), 0.0, 2.0)
+    torch.testing.assert_close(w, torch.tensor([[0.01, 0.5, 2.0, 2.0]]))
+    assert stats["is_clamped_low_frac"] == 0.0 and stats["is_clamped_high_frac"] == 0.5
+    assert stats["is_weight_mean"] == pytest.approx((0.01 + 0.5 + 2 + 2) / 4, rel=1e-5)

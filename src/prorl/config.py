@@ -94,7 +94,10 @@ class AlgoConfig:
     micro_batch_size: int = 8  # sequences per forward/backward (gradient accumulation)
     epochs: int = 1  # passes over the rollout batch
     old_logprobs: str = "trainer"  # trainer: recompute; sampler: use the rollout engine's
-    truncated_is: bool = False  # ProRL v2 truncated importance sampling (sampler vs trainer)
+    # ProRL v2 truncated importance sampling between the rollout engine's and the trainer's
+    # log-probs: weight clamp(pi_old_trainer / pi_sampler, is_low, is_high) per token;
+    # is_low 0 gives the one-sided min(ratio, is_high). docs/vllm.md.
+    truncated_is: bool = False
     is_low: float = 0.5
     is_high: float = 5.0
 
@@ -111,7 +114,13 @@ class AlgoConfig:
         _check(self.micro_batch_size >= 1, "algo.micro_batch_size", "must be >= 1")
         _check(self.epochs >= 1, "algo.epochs", "must be >= 1")
         _check(self.old_logprobs in ("trainer", "sampler"), "algo.old_logprobs", "trainer|sampler")
-        _check(0 < self.is_low <= 1 <= self.is_high, "algo.is_low", "need is_low <= 1 <= is_high")
+        _check(
+            0 <= self.is_low <= 1 <= self.is_high, "algo.is_low", "need 0 <= is_low <= 1 <= is_high"
+        )
+        _check(
+            not self.truncated_is or self.old_logprobs == "trainer", "algo.truncated_is",
+            "needs algo.old_logprobs=trainer (with sampler the ratio already uses its log-probs)",
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,7 @@ def rl_step(state: TrainState) -> dict[str, float]:
         advantages = rl.compute_advantages(cfg.algo.advantage, rewards, ro.n)  # [G*N]
         t = time.monotonic()
         metrics.update(update_policy(state, kept, advantages))
+        state.sampler.update_weights(state.policy)  # vLLM copies them in; HF shares the module
         metrics["time/update_s"] = time.monotonic() - t
     state.step += 1
 
@@ -180,12 +181,14 @@ def update_policy(state: TrainState, groups: list[Group], advantages: torch.Tens
     temp, bf16 = cfg.rollout.temperature, cfg.model.bf16
     need_old = algo.old_logprobs == "trainer" and (algo.mini_batches > 1 or algo.epochs > 1)
     old, ref = [], []
+    sampler_lp = [_pad_logprobs([seqs[i][2] for i in m], p.response_ids.shape[1])
+                  for p, m in zip(packed, micro, strict=True)]  # fmt: skip
     with torch.no_grad():  # frozen quantities, computed once before any update
-        for p, m in zip(packed, micro, strict=True):
+        for j, p in enumerate(packed):
             if need_old:
                 old.append(response_logprobs(state.policy, p, temp, bf16)[0])
             elif algo.old_logprobs == "sampler":
-                old.append(_pad_logprobs([seqs[i][2] for i in m], p.response_ids.shape[1]))
+                old.append(sampler_lp[j])
             if state.ref is not None and algo.kl_coef > 0:
                 ref.append(response_logprobs(state.ref, p, temp, bf16)[0])
 
@@ -204,9 +207,10 @@ def update_policy(state: TrainState, groups: list[Group], advantages: torch.Tens
                 logprobs, entropy = response_logprobs(state.policy, p, temp, bf16, epoch == 0)
                 old_lp = old[j] if old else logprobs.detach()
                 adv = advantages[m]  # [b]
+                is_w = _sampler_mismatch(algo, old_lp, sampler_lp[j], mask, stats, epoch == 0)
                 pg, pg_stats = rl.policy_loss(
                     logprobs, old_lp, adv, mask, algo.eps_low, algo.eps_high,
-                    algo.loss_agg, cfg.rollout.max_new_tokens, denom=denom,
+                    algo.loss_agg, cfg.rollout.max_new_tokens, is_weights=is_w, denom=denom,
                 )  # fmt: skip
                 loss = pg
                 if ref:
@@ -230,6 +234,23 @@ def update_policy(state: TrainState, groups: list[Group], advantages: torch.Tens
             state.optimizer.step()
     state.scheduler.step()  # the schedule counts RL steps
     return {k: float(np.mean(v)) for k, v in stats.items()}
+
+
+def _sampler_mismatch(
+    algo: Any, old_lp: torch.Tensor, sampler_lp: torch.Tensor, mask: torch.Tensor,
+    stats: dict[str, list[float]], record: bool,
+) -> torch.Tensor | None:  # fmt: skip
+    """Truncated IS weights (when ``algo.truncated_is``) between the trainer's pi_old and the
+    rollout engine's log-probs of the same tokens; records their mismatch as metrics. With
+    ``old_logprobs: sampler`` the ratio already starts from the engine's log-probs: nothing."""
+    if algo.old_logprobs != "trainer":
+        return None
+    weights, s = rl.truncated_is_weights(old_lp, sampler_lp, mask, algo.is_low, algo.is_high)
+    if record:  # once per micro-batch: pi_old and the sampler's log-probs do not change
+        stats["rollout/logprob_mismatch_abs"].append(s["mismatch_abs_mean"])
+        stats["rollout/tis_weight_mean"].append(s["is_weight_mean"])
+        stats["rollout/tis_clipped_frac"].append(s["is_clamped_frac"])
+    return weights if algo.truncated_is else None
 
 
 def _denominator(agg: str, masks: list[torch.Tensor]) -> float:

@@ -143,7 +143,7 @@ def truncated_is_weights(
     """Truncated importance weights between the trainer's and the rollout engine's log-probs.
 
     ``w = clamp(exp(trainer_old_logprobs - sampler_logprobs), low, high)`` per token (ProRL v2
-    uses [0.5, 5]): the rollout engine (vLLM, other kernels/precision) samples from a slightly
+    uses [0.5, 5]; ``low=0`` gives the one-sided ``min(ratio, high)``): the rollout engine (vLLM, other kernels/precision) samples from a slightly
     different distribution than the trainer scores, and ``w`` re-weights the loss toward the
     trainer's ``pi_old``. Weights are detached; masked-out positions get weight 1.
 
@@ -151,8 +151,8 @@ def truncated_is_weights(
     ``is_weight_mean``, ``is_clamped_frac`` (clamped either side), ``is_clamped_low_frac``,
     ``is_clamped_high_frac``.
     """
-    if not 0 < low <= 1 <= high:
-        raise ValueError(f"need 0 < low <= 1 <= high, got low={low}, high={high}")
+    if not 0 <= low <= 1 <= high:
+        raise ValueError(f"need 0 <= low <= 1 <= high, got low={low}, high={high}")
     keep = mask.bool()  # [B, L]
     with torch.no_grad():
         log_ratio = torch.where(keep, trainer_old_logprobs - sampler_logprobs, 0.0)  # [B, L]
