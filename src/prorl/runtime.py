@@ -202,6 +202,7 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
             )  # fmt: skip
             if found is not None:
                 restore_state(state, found)
+                state.sampler.update_weights(state.policy)  # the engine still has step 0's
                 rewind_run_dir(run_dir, state.step)
                 save_config(cfg, run_dir / "config.yaml")  # e.g. a raised ``steps``
             writer = MetricsWriter(run_dir, cfg.tensorboard)
