@@ -123,3 +123,49 @@ def test_bf16_autocast_falls_back_without_hardware(monkeypatch):
         assert torch.is_autocast_enabled("cpu")
     with policy.autocast(False):
         assert not torch.is_autocast_enabled("cpu")
+
+
+def test_rows_that_stop_early_leave_the_others_unchanged(tiny):
+    """Finished rows are dropped from the batch and the KV cache: the rows still decoding
+    must get exactly the tokens and log-probs they would get decoding alone."""
+    model, tok = tiny
+    prompts = _prompts(tok)
+    params = SamplingParams(1.0, 1.0, 10)
+    probe = HFSampler(model, tok, bf16=False).generate(prompts, 4, params, 3)
+    # Make two frequent early tokens end-of-turn tokens: samples now stop at different steps.
+    early = sorted({s.token_ids[1] for g in probe for s in g})[:2]
+    together = HFSampler(model, tok, batch_size=64, bf16=False)
+    alone = HFSampler(model, tok, batch_size=1, bf16=False)
+    together.eos_ids = alone.eos_ids = early
+    a = together.generate(prompts, 4, params, 3)
+    b = alone.generate(prompts, 4, params, 3)
+    lengths = {len(s.token_ids) for g in a for s in g}
+    assert len(lengths) > 1 and any(s.finish_reason == "stop" for g in a for s in g)
+    for ga, gb in zip(a, b, strict=True):
+        for sa, sb in zip(ga, gb, strict=True):
+            assert sa.token_ids == sb.token_ids and sa.finish_reason == sb.finish_reason
+            assert torch.allclose(torch.tensor(sa.logprobs), torch.tensor(sb.logprobs), atol=1e-4)
+
+
+def test_more_samples_than_batch_rows(tiny):
+    """n larger than the batch: a prompt's samples are split over several prefills."""
+    model, tok = tiny
+    prompts = _prompts(tok, 2)
+    params = SamplingParams(1.0, 1.0, 5)
+    small = HFSampler(model, tok, batch_size=3, bf16=False).generate(prompts, 7, params, 9)
+    big = HFSampler(model, tok, batch_size=64, bf16=False).generate(prompts, 7, params, 9)
+    assert [len(g) for g in small] == [7, 7]
+    assert [[s.token_ids for s in g] for g in small] == [[s.token_ids for s in g] for g in big]
+
+
+def test_top_p_never_samples_outside_the_nucleus():
+    from prorl.sampling.hf import _sample
+
+    logprobs = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]] * 400))
+    gens = [torch.Generator().manual_seed(i) for i in range(400)]
+    tokens = _sample(logprobs, 0.75, gens)  # nucleus: the first two tokens (0.5 + 0.3 >= 0.75)
+    counts = torch.bincount(tokens, minlength=4)
+    assert counts[2] == 0 and counts[3] == 0
+    assert 0.5 < counts[0] / 400 < 0.75  # 0.5 / 0.8 = 0.625 expected
+    full = torch.bincount(_sample(logprobs, 1.0, gens), minlength=4)
+    assert full[3] > 0  # without top-p the 5 % token does appear in 400 draws

@@ -2,15 +2,21 @@
 
 A hand-written decode loop instead of ``model.generate`` because we need, per token, the
 log-prob under the tempered distribution (what the trainer recomputes), the finish reason,
-and sampling noise that depends only on (seed, prompt, sample index): each row draws from
-its own ``torch.Generator`` with the Gumbel-max trick, so results do not change with batch
+and sampling noise that depends only on (seed, prompt, sample index): each row draws its
+uniform numbers from its own ``torch.Generator``, so results do not change with batch
 composition. Prompts are left-padded; position ids skip the padding.
+
+Two things keep it fast on a CPU, where every row of a decode step costs real time:
+- a prompt is prefilled once and its KV cache copied to the rows of its n samples (the
+  prefill of 8 copies of a 140-token prompt cost more than 64 decode steps);
+- rows that finished are dropped from the batch (and the cache) instead of being carried
+  along as padding until the longest sample ends.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -20,12 +26,18 @@ from prorl.policy import autocast
 from prorl.sampling.base import derive_seed
 from prorl.types import Sample, SamplingParams
 
+# One unit of work: a prompt and the sample indices drawn from one prefill of it.
+Unit = tuple[int, list[int]]
+
 
 class HFSampler:
     def __init__(self, model: Any, tokenizer: Any, batch_size: int = 32, bf16: bool = True) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        # bf16 autocast re-casts every weight at every forward: for decode steps of a few
+        # dozen tokens that costs more than it saves (2.6x slower on a bf16-capable CPU,
+        # docs/benchmarks.md), so on CPU the sampler decodes in fp32. GPUs keep it.
         self.bf16 = bf16
         self.eos_ids = sorted(eos_token_ids(tokenizer, model))
         self.pad_id = tokenizer.pad_token_id
@@ -41,106 +53,143 @@ class HFSampler:
         seed: int | Sequence[int],
     ) -> list[list[Sample]]:
         seeds = _per_prompt_seeds(seed, len(prompts))
-        rows = [(p, i, j) for i, p in enumerate(prompts) for j in range(n)]
-        # Sorting rows by prompt length packs similar lengths together: less padding.
-        order = sorted(range(len(rows)), key=lambda r: len(rows[r][0]))
-        results: list[Sample | None] = [None] * len(rows)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            batch = [(rows[r][0], derive_seed(seeds[rows[r][1]], rows[r][2])) for r in chunk]
-            for r, sample in zip(chunk, self._generate_batch(batch, params), strict=True):
-                results[r] = sample
-        out: list[list[Sample]] = [[] for _ in prompts]
-        for (_, i, _), maybe in zip(rows, results, strict=True):
-            assert maybe is not None
-            out[i].append(maybe)
-        return out
+        units: list[Unit] = [
+            (i, list(range(j, min(j + self.batch_size, n))))
+            for i in range(len(prompts))
+            for j in range(0, n, self.batch_size)
+        ]
+        # Similar prompt lengths in one batch: less left padding.
+        units.sort(key=lambda u: len(prompts[u[0]]))
+        out: list[list[Sample | None]] = [[None] * n for _ in prompts]
+        for batch in _fill_batches(units, self.batch_size):
+            row_seeds = [derive_seed(seeds[i], j) for i, js in batch for j in js]
+            samples = iter(
+                self._generate_batch(
+                    [prompts[i] for i, _ in batch], [len(js) for _, js in batch], row_seeds, params
+                )
+            )
+            for i, js in batch:
+                for j in js:
+                    out[i][j] = next(samples)
+        return [[s for s in group if s is not None] for group in out]
 
     @torch.no_grad()
     def _generate_batch(
-        self, batch: list[tuple[Sequence[int], int]], params: SamplingParams
+        self,
+        prompts: list[Sequence[int]],
+        repeats: list[int],
+        row_seeds: list[int],
+        params: SamplingParams,
     ) -> list[Sample]:
         model, device = self.model, _device(self.model)
-        gens = [torch.Generator(device="cpu").manual_seed(s) for _, s in batch]
-        width = max(len(p) for p, _ in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)  # [B, P]
-        mask = torch.zeros((len(batch), width), dtype=torch.long)  # [B, P]
-        for b, (p, _) in enumerate(batch):
-            ids[b, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
-            mask[b, width - len(p) :] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [B, P]
+        gens = [torch.Generator(device="cpu").manual_seed(s) for s in row_seeds]
+        ids, mask = self._left_pad(prompts, device)  # [U, P]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [U, P]
+        rows = len(row_seeds)
+        tokens = torch.full((rows, params.max_new_tokens), self.pad_id, dtype=torch.long)
+        logps = torch.zeros((rows, params.max_new_tokens))  # [B, T]
+        lengths = torch.full((rows,), params.max_new_tokens, dtype=torch.long)  # [B]
+        alive = torch.arange(rows)  # original row of each row still decoding
         eos = torch.tensor(self.eos_ids, device=device)
-        done = torch.zeros(len(batch), dtype=torch.bool, device=device)  # [B]
-        tokens, logps = [], []
         was_training = model.training
         model.eval()
-        cache = None
-        step_ids, step_pos = ids, positions
         try:
-            for _ in range(params.max_new_tokens):
+            with self._autocast():
+                out = model(
+                    input_ids=ids, attention_mask=mask, position_ids=positions,
+                    use_cache=True, logits_to_keep=1,  # only the last position, not [U, P, V]
+                )  # fmt: skip
+            cache, logits = out.past_key_values, out.logits[:, -1]  # [U, V]
+            # Copy each prompt's cache to the rows of its samples.
+            expand = torch.repeat_interleave(torch.arange(len(prompts)), torch.tensor(repeats))
+            cache.batch_select_indices(expand.to(device))
+            logits, mask = logits[expand], mask[expand]  # [B, V], [B, P]
+            step_pos = positions[expand, -1:]  # [B, 1]
+            for t in range(params.max_new_tokens):
+                logprobs = torch.log_softmax(logits.float() / max(params.temperature, 1e-6), -1)
+                token = _sample(logprobs, params.top_p, gens)  # [b]
+                tokens[alive, t] = token.cpu()
+                logps[alive, t] = logprobs.gather(-1, token[:, None])[:, 0].cpu()
+                finished = torch.isin(token, eos)  # [b]
+                lengths[alive[finished.cpu()]] = t + 1
+                if t + 1 == params.max_new_tokens or bool(finished.all()):
+                    break
+                if bool(finished.any()):  # drop finished rows from the batch and the cache
+                    keep = (~finished).nonzero()[:, 0]  # [b']
+                    cache.batch_select_indices(keep)
+                    alive, token, mask, step_pos = (
+                        alive[keep.cpu()],
+                        token[keep],
+                        mask[keep],
+                        step_pos[keep],
+                    )
+                    gens = [gens[k] for k in keep.tolist()]
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)  # [b, P+t+1]
+                step_pos = step_pos + 1
                 with self._autocast():
                     out = model(
-                        input_ids=step_ids,
-                        attention_mask=mask,
-                        position_ids=step_pos,
-                        past_key_values=cache,
-                        use_cache=True,
-                        logits_to_keep=1,  # only the last position: not [B, P, V] at prefill
-                    )
-                cache = out.past_key_values
-                logits = out.logits[:, -1].float() / max(params.temperature, 1e-6)  # [B, V]
-                logprobs = torch.log_softmax(logits, dim=-1)  # [B, V]
-                token = _sample(logprobs, params.top_p, gens)  # [B]
-                token = torch.where(done, torch.full_like(token, self.pad_id), token)
-                tokens.append(token)
-                logps.append(logprobs.gather(-1, token[:, None])[:, 0])  # [B]
-                done = done | torch.isin(token, eos)
-                if bool(done.all()):
-                    break
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)  # [B, P+t]
-                step_ids = token[:, None]
-                step_pos = step_pos[:, -1:] + 1
+                        input_ids=token[:, None], attention_mask=mask, position_ids=step_pos,
+                        past_key_values=cache, use_cache=True,
+                    )  # fmt: skip
+                cache, logits = out.past_key_values, out.logits[:, -1]
         finally:
             model.train(was_training)
-        return self._to_samples(torch.stack(tokens, 1), torch.stack(logps, 1))
+        return [self._to_sample(tokens[r], logps[r], int(lengths[r])) for r in range(rows)]
 
-    def _to_samples(self, tokens: torch.Tensor, logps: torch.Tensor) -> list[Sample]:
-        samples = []
-        eos = set(self.eos_ids)
-        for row_t, row_l in zip(tokens.tolist(), logps.tolist(), strict=True):
-            end = next((k for k, t in enumerate(row_t) if t in eos), None)
-            if end is None:
-                ids, lps, reason = row_t, row_l, "length"
-            else:  # keep the end-of-turn token: the policy must learn to emit it
-                ids, lps, reason = row_t[: end + 1], row_l[: end + 1], "stop"
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            samples.append(Sample(tuple(ids), tuple(lps), text, reason))  # type: ignore[arg-type]
-        return samples
+    def _left_pad(
+        self, prompts: list[Sequence[int]], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)  # [U, P]
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)  # [U, P]
+        for b, p in enumerate(prompts):
+            ids[b, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
+            mask[b, width - len(p) :] = 1
+        return ids.to(device), mask.to(device)
+
+    def _to_sample(self, tokens: torch.Tensor, logps: torch.Tensor, length: int) -> Sample:
+        ids, lps = tokens[:length].tolist(), logps[:length].tolist()
+        # An end-of-turn token is kept: the policy must learn to emit it.
+        reason = "stop" if ids and ids[-1] in self.eos_ids else "length"
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return Sample(tuple(ids), tuple(lps), text, reason)  # type: ignore[arg-type]
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if _device(self.model).type == "cpu":
-            return autocast(self.bf16)  # a no-op where the CPU has no bf16 hardware
-        return contextlib.nullcontext()
+            return contextlib.nullcontext()  # fp32 decode on CPU: see __init__
+        return autocast(self.bf16)
+
+
+def _fill_batches(units: list[Unit], batch_size: int) -> Iterator[list[Unit]]:
+    """Consecutive units, as many as fit in ``batch_size`` rows."""
+    batch: list[Unit] = []
+    for unit in units:
+        if batch and sum(len(js) for _, js in batch) + len(unit[1]) > batch_size:
+            yield batch
+            batch = []
+        batch.append(unit)
+    if batch:
+        yield batch
 
 
 def _sample(logprobs: torch.Tensor, top_p: float, gens: list[torch.Generator]) -> torch.Tensor:
-    """Gumbel-max sampling from the top-p nucleus, one generator per row."""
-    scores = logprobs
+    """Inverse-CDF sampling from the top-p nucleus, one uniform number per row.
+
+    One draw per row (instead of Gumbel noise over the whole vocabulary) keeps the noise
+    cheap; a token with zero probability can never be chosen because the CDF is flat there
+    and ``searchsorted(right=True)`` returns the first index whose CDF exceeds the draw.
+    """
+    probs = logprobs.double().exp()  # [b, V]
     if top_p < 1.0:
-        sorted_lp, idx = logprobs.sort(dim=-1, descending=True)  # [B, V]
-        cum = sorted_lp.exp().cumsum(-1)
+        sorted_p, idx = probs.sort(dim=-1, descending=True)  # [b, V]
         # keep a token if the mass before it is < top_p (the top token is always kept)
-        drop_sorted = (cum - sorted_lp.exp()) >= top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, idx, drop_sorted)
-        scores = logprobs.masked_fill(drop, float("-inf"))
-    noise = torch.stack([_gumbel(scores.shape[-1], g) for g in gens]).to(scores.device)
-    return (scores + noise).argmax(dim=-1)
-
-
-def _gumbel(size: int, gen: torch.Generator) -> torch.Tensor:
-    u = torch.rand(size, generator=gen).clamp_(1e-20, 1.0 - 1e-7)
-    return -torch.log(-torch.log(u))
+        drop_sorted = (sorted_p.cumsum(-1) - sorted_p) >= top_p
+        probs = probs.masked_fill(torch.zeros_like(drop_sorted).scatter(-1, idx, drop_sorted), 0.0)
+    cdf = probs.cumsum(-1)  # [b, V]
+    u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in gens])  # [b]
+    u = u.to(cdf.device) * cdf[:, -1]
+    token = torch.searchsorted(cdf, u[:, None], right=True)[:, 0]
+    return token.clamp(max=logprobs.shape[-1] - 1)
 
 
 def _per_prompt_seeds(seed: int | Sequence[int], count: int) -> list[int]:
