@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from prorl.cli import main
 from prorl.evaluate import store
-from prorl.evaluate.cli import main
 from prorl.evaluate.report import write_report
 from prorl.evaluate.runner import (
     EvalSettings,
@@ -194,7 +194,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: Any) -> Non
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     # and from a real process
     proc = subprocess.run(
-        [sys.executable, "-m", "prorl.evaluate.cli", "report", str(tmp_path / "nowhere")],
+        [sys.executable, "-m", "prorl.cli", "report", str(tmp_path / "nowhere")],
         capture_output=True,
         text=True,
     )

@@ -91,7 +91,7 @@ def test_bad_input_is_one_error_line_exit_2(
 
 def test_module_entry_prints_exactly_one_json_line() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "prorl.score_cli", "score", "--task", "stem-gen", "--answer", "D",
+        [sys.executable, "-m", "prorl.cli", "score", "--task", "stem-gen", "--answer", "D",
          "--response", "\\boxed{D}"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -16,7 +16,7 @@ from typing import Any
 
 from prorl.types import Example
 
-__all__ = ["add_parser", "main", "run"]
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers: Any) -> None:
@@ -124,15 +124,3 @@ def run(args: argparse.Namespace) -> int:
     }
     print(json.dumps(result, default=repr))
     return 1 if score.is_infra_error else 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m prorl.score_cli score ...``: the subcommand without the rest of the CLI."""
-    parser = argparse.ArgumentParser(prog="prorl")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -173,15 +173,3 @@ def run_report(args: argparse.Namespace) -> int:
         return _error("report", str(e))
     print(f"wrote {html_path}\nwrote {md_path}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m prorl.evaluate.cli``) until prorl/cli.py wires it in."""
-    parser = argparse.ArgumentParser(prog="prorl")
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
