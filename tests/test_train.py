@@ -69,6 +69,13 @@ def test_all_equal_rewards_skip_update_without_crash(tmp_path):
         assert "policy/kl" not in r  # no update happened
 
 
+def test_no_validation_when_val_problems_is_zero(tmp_path):
+    final, rows = _train(tmp_path, "steps=1", "data.val_problems=0")
+    assert final == {}
+    assert [r["step"] for r in rows if "train/reward" in r] == [1]
+    assert not any(k.startswith("eval/") for r in rows for k in r)
+
+
 def _cli(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "prorl.cli", *args],

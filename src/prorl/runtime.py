@@ -96,6 +96,8 @@ def make_validate(cfg: Config, run_dir: Path, scorer: RunScorer, tasks: dict[str
     """Periodic validation through the same code as ``prorl eval`` (stored in RUN_DIR/eval)."""
     from prorl.evaluate.runner import EvalSettings, evaluate_checkpoint
 
+    if cfg.data.val_problems == 0:  # no validation (EvalSettings refuses 0 problems)
+        return lambda state: {}
     settings = EvalSettings(
         n=cfg.eval.n,
         temperature=cfg.eval.temperature,
@@ -110,8 +112,6 @@ def make_validate(cfg: Config, run_dir: Path, scorer: RunScorer, tasks: dict[str
     )
 
     def validate(state: TrainState) -> dict[str, float]:
-        if cfg.data.val_problems == 0:
-            return {}
         metrics = evaluate_checkpoint(
             state.sampler, state.tokenizer, encode_prompts, tasks, run_dir / "eval",
             f"step_{state.step:06d}", settings, scorer.for_eval, spec=cfg.model.name, log=None,
