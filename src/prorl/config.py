@@ -70,9 +70,18 @@ class RolloutConfig:
     bf16: bool = False
     dynamic_sampling: bool = True  # drop groups whose rewards are all equal
     max_rounds: int = 3  # generation rounds to refill the batch after filtering
+    # vLLM engine (rollout.sampler=vllm; docs/vllm.md). dtype auto: the policy's own dtype.
+    vllm_dtype: str = "auto"
+    vllm_kv_cache_gb: float = 1.0  # CPU: memory reserved for the KV cache
+    vllm_gpu_memory: float = 0.4  # GPU: share of GPU memory for weights + KV cache
+    vllm_sleep: bool = False  # GPU: free the engine's memory while the trainer updates
 
     def __post_init__(self) -> None:
         _check(self.sampler in ("hf", "vllm"), "rollout.sampler", "choose hf or vllm")
+        vllm_dtypes = ("auto", "float32", "bfloat16", "float16")
+        _check(self.vllm_dtype in vllm_dtypes, "rollout.vllm_dtype", "|".join(vllm_dtypes))
+        _check(self.vllm_kv_cache_gb > 0, "rollout.vllm_kv_cache_gb", "must be > 0")
+        _check(0 < self.vllm_gpu_memory <= 1, "rollout.vllm_gpu_memory", "must be in (0, 1]")
         _check(self.prompts_per_step >= 1, "rollout.prompts_per_step", "must be >= 1")
         _check(self.n >= 2, "rollout.n", "GRPO needs at least 2 samples per prompt")
         _check(self.temperature > 0, "rollout.temperature", "must be > 0")

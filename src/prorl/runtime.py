@@ -59,9 +59,9 @@ def pool_target(spec: TaskSpec, task: Task) -> Any:
 
 def make_sampler(cfg: Config, policy: Any, tokenizer: Any) -> Sampler:
     if cfg.rollout.sampler == "vllm":
-        from prorl.sampling.vllm import VLLMSampler  # type: ignore[import-not-found]
+        from prorl.sampling.vllm import VLLMSampler  # vllm itself imported lazily in there
 
-        return VLLMSampler.from_config(cfg, policy, tokenizer)  # type: ignore[no-any-return]
+        return VLLMSampler.from_config(cfg, policy, tokenizer)
     from prorl.sampling.hf import HFSampler
 
     return HFSampler(policy, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.rollout.bf16)
@@ -167,6 +167,10 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
     from prorl.verify.pool import VerifierPool
 
     run_dir = Path(cfg.run_dir)
+    if cfg.rollout.sampler == "vllm":  # a missing extra fails before anything is written
+        from prorl.sampling.vllm import import_vllm
+
+        import_vllm()
     train_tasks = build_tasks(cfg.data.tasks)
     val_specs = cfg.data.val_tasks or cfg.data.tasks
     val_tasks = build_tasks(val_specs)

