@@ -178,3 +178,15 @@ def test_train_with_vllm_sampler_end_to_end(tmp_path, engine):
     assert len(rows) >= 2
     for r in rows:
         assert r["rollout/logprob_mismatch_abs"] < 1e-3, r
+
+
+def test_model_with_unsupported_head_size_is_a_clear_error(tmp_path, capsys):
+    pytest.importorskip("vllm")
+    from prorl.cli import main
+
+    run = tmp_path / "run"
+    code = main(["train", "--preset", "debug", "--run-dir", str(run), "rollout.sampler=vllm"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "prorl: error: rollout.sampler" in err and "head size" in err and "16" in err
+    assert not run.exists()

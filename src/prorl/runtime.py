@@ -190,6 +190,7 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
             policy.config.use_cache = False
         ref = frozen_copy(policy) if cfg.algo.kl_coef > 0 else None
         optimizer, scheduler = make_optimizer(cfg, policy)
+        sampler = make_sampler(cfg, policy, tokenizer)  # may refuse the model: nothing kept yet
         targets = {
             s.name: pool_target(s, t)
             for s, t in zip(cfg.data.tasks, train_tasks.values(), strict=True)
@@ -205,7 +206,7 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
             scorer = RunScorer(pool, targets)
             state = TrainState(
                 cfg, policy, tokenizer, ref, optimizer, scheduler,
-                make_sampler(cfg, policy, tokenizer), scorer, mixture,
+                sampler, scorer, mixture,
             )  # fmt: skip
             if found is not None:
                 restore_state(state, found)

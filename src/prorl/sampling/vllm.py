@@ -87,6 +87,8 @@ class VLLMSampler:
             log.warning("rollout.vllm_sleep: vLLM has no sleep mode on CPU; ignored")
         self.sleep = sleep and self.on_gpu
         self._asleep: set[str] = set()  # memory tags released by llm.sleep()
+        if not self.on_gpu:
+            _check_cpu_head_size(policy.config)
         self._dir = Path(tempfile.mkdtemp(prefix="prorl-vllm-"))
         policy.config.save_pretrained(self._dir)  # config only: weights come via sync
         memory: dict[str, Any] = (
@@ -197,6 +199,20 @@ def _named_tensors(model: Any, dtype: torch.dtype) -> Iterator[tuple[str, torch.
     view when it is the trainer's): vLLM fuses them into its own layout while copying."""
     for name, tensor in model.state_dict().items():
         yield name, tensor.detach().to(dtype)
+
+
+def _check_cpu_head_size(config: Any) -> None:
+    """vLLM's CPU attention kernels exist for some head sizes only; fail up front (the
+    engine would only fail at its first forward pass)."""
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    sizes = CPUAttentionBackend.get_supported_head_sizes()
+    if head not in sizes:
+        raise ConfigError(
+            f"rollout.sampler: vLLM on CPU supports attention head sizes {sizes}; this model's "
+            f"is {head} (the `tiny` test model's is 16): use rollout.sampler=hf"
+        )
 
 
 @contextlib.contextmanager
