@@ -65,3 +65,26 @@ def test_second_signal_exits_at_once_without_broken_checkpoint(tmp_path):
     assert not [n for n in names if n.startswith(ckpt.TMP_PREFIX)], names
     newest = ckpt.resume_point(run)
     assert newest is not None and ckpt.load_trainer(newest)["step"] >= 1
+
+
+def test_sigterm_during_first_validation_stops_between_chunks(tmp_path):
+    """A long validation before training does not hold a SIGTERM hostage: it stops after the
+    chunk in progress, keeps what it stored, checkpoints step 0 and exits 130."""
+    run = tmp_path / "run"
+    # 400 problems, one per generate call (batch_size 2 // eval.n 2): minutes if not stopped
+    proc = _start(run, tmp_path, "data.val_problems=400", "eval.n=2", "rollout.batch_size=2")
+    results = run / "eval" / "results" / "step_000000" / "toy-even.jsonl"
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if results.is_file() and len(results.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130
+    stored = len(results.read_text().splitlines())
+    assert 2 <= stored < 400
+    assert not (run / "metrics.jsonl").exists() or all(
+        r["step"] == 0 for r in read_jsonl(run / "metrics.jsonl")
+    )
+    newest = ckpt.resume_point(run)
+    assert newest is not None and ckpt.load_trainer(newest)["step"] == 0

@@ -94,7 +94,7 @@ class RunScorer:
 
 def make_validate(cfg: Config, run_dir: Path, scorer: RunScorer, tasks: dict[str, Task]) -> Any:
     """Periodic validation through the same code as ``prorl eval`` (stored in RUN_DIR/eval)."""
-    from prorl.evaluate.runner import EvalSettings, evaluate_checkpoint
+    from prorl.evaluate.runner import EvalSettings, EvaluationStopped, evaluate_checkpoint
 
     if cfg.data.val_problems == 0:  # no validation (EvalSettings refuses 0 problems)
         return lambda state: {}
@@ -112,10 +112,14 @@ def make_validate(cfg: Config, run_dir: Path, scorer: RunScorer, tasks: dict[str
     )
 
     def validate(state: TrainState) -> dict[str, float]:
-        metrics = evaluate_checkpoint(
-            state.sampler, state.tokenizer, encode_prompts, tasks, run_dir / "eval",
-            f"step_{state.step:06d}", settings, scorer.for_eval, spec=cfg.model.name, log=None,
-        )  # fmt: skip
+        try:  # a SIGINT/SIGTERM stops validation between chunks; the stored ones stay
+            metrics = evaluate_checkpoint(
+                state.sampler, state.tokenizer, encode_prompts, tasks, run_dir / "eval",
+                f"step_{state.step:06d}", settings, scorer.for_eval, spec=cfg.model.name,
+                log=None, should_stop=lambda: state.stop_requested,
+            )  # fmt: skip
+        except EvaluationStopped:
+            return {}
         pass1 = [v for k, v in metrics.items() if k.endswith("/pass@1")]
         if pass1:
             metrics["eval/reward"] = sum(pass1) / len(pass1)

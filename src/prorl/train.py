@@ -358,6 +358,10 @@ def train_loop(
         first = validate(state)
         writer.log(0, first)
         display.message(_eval_line("before training", first))
+        if state.stop_requested:  # signalled during the first validation: nothing trained yet
+            folder = ckpt.save_state(state, writer.run_dir)
+            writer.event(0, "checkpoint", path=str(folder))
+            raise TrainingStopped(0, folder)
     while state.step < cfg.steps:
         step = state.step
         metrics = rl_step(state)

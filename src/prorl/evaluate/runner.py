@@ -171,6 +171,10 @@ def pool_scorer(pool: Any) -> Scorer:
     return score
 
 
+class EvaluationStopped(Exception):
+    """An evaluation gave up between chunks because it was asked to stop."""
+
+
 def evaluate_task(
     sampler: Any,
     tokenizer: Any,
@@ -181,14 +185,20 @@ def evaluate_task(
     settings: EvalSettings,
     scorer: Scorer = default_scorer,
     log: TextIO | None = sys.stderr,
+    should_stop: Callable[[], bool] | None = None,
 ) -> int:
-    """Generate and store the missing problems of one (model, task); return how many were new."""
+    """Generate and store the missing problems of one (model, task); return how many were new.
+
+    ``should_stop`` is asked before each chunk: when it says yes, ``EvaluationStopped`` is
+    raised and the finished chunks stay stored (a later call resumes after them)."""
     path = store.results_path(out, label, task.name)
     done = {int(r["index"]) for r in store.read_rows(path)}
     total = problem_count(task, settings)
     todo = [i for i in range(total) if i not in done]
     t0 = time.monotonic()
     for start in range(0, len(todo), settings.chunk):
+        if should_stop is not None and should_stop():
+            raise EvaluationStopped(f"{task.name}: stopped after {len(done) + start} problems")
         idx = todo[start : start + settings.chunk]
         examples = [task.example(i, settings.split) for i in idx]
         seeds = [derive_seed(settings.seed, task.name, settings.split, i) for i in idx]
@@ -322,6 +332,7 @@ def evaluate_checkpoint(
     *,
     spec: str | None = None,
     log: TextIO | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, float]:
     """Training's periodic evaluation: store a live policy's samples under ``out`` (e.g.
     RUN_DIR/eval) as model ``label`` (e.g. ``step_000200``) and return its flat
@@ -333,7 +344,9 @@ def evaluate_checkpoint(
     prepare_dir(out, settings, task_map)
     register_model(out, label, spec or label)
     for task in task_map.values():
-        evaluate_task(sampler, tokenizer, encode, task, out, label, settings, scorer, log)
+        evaluate_task(
+            sampler, tokenizer, encode, task, out, label, settings, scorer, log, should_stop
+        )
     # Few replicates: the metrics use point estimates; the report recomputes intervals.
     return summary_metrics(analyse(load_results(out), n_boot=10), store.slug(label))
 
