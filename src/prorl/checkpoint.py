@@ -320,6 +320,9 @@ def save_state(state: TrainState, run_dir: Path) -> Path:
     """Write a checkpoint of ``state`` and prune old ones; a failure raises
     CheckpointSaveError and leaves the previous checkpoints as they were."""
     c = state.cfg.checkpoint
+    if state.learner is not None and not state.learner.is_main:  # rank 0 writes it
+        state.learner.barrier()
+        return run_dir / "checkpoints" / step_name(state.step)
     try:
         folder = save_checkpoint(
             run_dir, state.step, state.policy, state.tokenizer, state.ref,
@@ -331,6 +334,8 @@ def save_state(state: TrainState, run_dir: Path) -> Path:
             "the previous checkpoints are intact"
         ) from e
     prune(run_dir, c.keep_last, c.milestones_every)
+    if state.learner is not None:  # the other ranks may read it (a reset to the best)
+        state.learner.barrier()
     return folder
 
 

@@ -245,6 +245,39 @@ class VerifyConfig:
 
 
 @dataclass(frozen=True)
+class ScaleConfig:
+    """Where rollouts, verification and the learner run (docs/scaling.md). ``local``: this
+    process (several learner processes only under torchrun); ``ray``: rollout and verifier
+    workers as Ray actors, learner ranks beyond this process as Ray actors too."""
+
+    backend: str = "local"  # local | ray
+    address: str | None = None  # Ray cluster address ("auto", "ray://host:10001"); None: local
+    rollout_workers: int = 2  # Ray actors, each owning a Sampler (rollout.sampler: hf | vllm)
+    verifier_workers: int = 2  # Ray actors, each owning a verifier pool of one process
+    learner_procs: int = 1  # torch.distributed ranks (this process is rank 0)
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0  # rollout workers and learner ranks; NCCL when > 0
+    placement: str = "PACK"  # Ray placement group strategy: PACK | SPREAD | STRICT_PACK | ...
+    fsdp: bool = False  # shard the learner with FSDP2 (fully_shard) instead of DDP: untested
+    timeout_s: float = 600.0  # a collective waiting longer than this means a learner is gone
+
+    def __post_init__(self) -> None:
+        _check(self.backend in ("local", "ray"), "scale.backend", "choose local or ray")
+        _check(self.rollout_workers >= 1, "scale.rollout_workers", "must be >= 1")
+        _check(self.verifier_workers >= 1, "scale.verifier_workers", "must be >= 1")
+        _check(self.learner_procs >= 1, "scale.learner_procs", "must be >= 1")
+        _check(self.cpus_per_worker > 0, "scale.cpus_per_worker", "must be > 0")
+        _check(self.gpus_per_worker >= 0, "scale.gpus_per_worker", "must be >= 0")
+        strategies = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+        _check(self.placement in strategies, "scale.placement", f"one of {', '.join(strategies)}")
+        _check(self.timeout_s > 0, "scale.timeout_s", "must be > 0")
+        _check(
+            self.backend == "ray" or self.learner_procs == 1, "scale.learner_procs",
+            "needs scale.backend=ray (or launch with torchrun: docs/scaling.md)",
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = 0
     steps: int = 20
@@ -261,6 +294,7 @@ class Config:
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     def __post_init__(self) -> None:
         _check(self.steps >= 0, "steps", "must be >= 0")

@@ -92,7 +92,7 @@ class RunScorer:
         return list(self.pool.score_batch([(target, t, example) for t in texts]))
 
 
-def make_validate(cfg: Config, run_dir: Path, scorer: RunScorer, tasks: dict[str, Task]) -> Any:
+def make_validate(cfg: Config, run_dir: Path, scorer: Any, tasks: dict[str, Task]) -> Any:
     """Periodic validation through the same code as ``prorl eval`` (stored in RUN_DIR/eval)."""
     from prorl.evaluate.runner import EvalSettings, EvaluationStopped, evaluate_checkpoint
 
@@ -168,7 +168,7 @@ def rewind_run_dir(run_dir: Path, step: int) -> None:
 
 
 def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
-    from prorl.verify.pool import VerifierPool
+    from prorl.scale import Scale
 
     run_dir = Path(cfg.run_dir)
     if cfg.rollout.sampler == "vllm":  # a missing extra fails before anything is written
@@ -179,12 +179,19 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
     val_specs = cfg.data.val_tasks or cfg.data.tasks
     val_tasks = build_tasks(val_specs)
     policy, tokenizer = load_policy(cfg.model.name, cfg.model.dtype)
+    scale = Scale.start(cfg)  # one process, or a rank of a learner group (prorl.scale)
     existed = run_dir.exists()
-    found = prepare_run_dir(run_dir)  # only after every input has been checked
-    changed = check_resume(cfg, found) if found else []
-    created = found is None  # a resumed run's directory is never cleaned up on failure
     try:
-        if found is None:
+        # rank 0 owns the run directory; the other ranks follow its decision
+        found = prepare_run_dir(run_dir) if scale.is_main else None
+        found = scale.share(found)  # only after every input has been checked
+    except BaseException:
+        scale.close()
+        raise
+    changed = check_resume(cfg, found) if found else []
+    created = found is None and scale.is_main  # a resumed run's directory is never cleaned up
+    try:
+        if created:
             save_config(cfg, run_dir / "config.yaml")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -194,7 +201,8 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
             policy.config.use_cache = False
         ref = frozen_copy(policy) if cfg.algo.kl_coef > 0 else None
         optimizer, scheduler = make_optimizer(cfg, policy)
-        sampler = make_sampler(cfg, policy, tokenizer)  # may refuse the model: nothing kept yet
+        # may refuse the model: nothing kept yet (Ray: starts the rollout actors)
+        sampler = scale.sampler(lambda: make_sampler(cfg, policy, tokenizer), policy)
         targets = {
             s.name: pool_target(s, t)
             for s, t in zip(cfg.data.tasks, train_tasks.values(), strict=True)
@@ -206,26 +214,31 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
             [MixtureEntry(s.name, s.weight, train_tasks[s.name]) for s in cfg.data.tasks], cfg.seed
         )
         created = False  # from here on the directory holds a real (partial) run
-        with VerifierPool(cfg.verify.workers, cfg.verify.timeout_s) as pool:
+        own_dir = scale.run_dir(run_dir)  # rank 0: run_dir; other ranks: scratch
+        with scale.verifier_pool() as pool:
             scorer = RunScorer(pool, targets)
             state = TrainState(
-                cfg, policy, tokenizer, ref, optimizer, scheduler,
-                sampler, scorer, mixture,
+                cfg, policy, tokenizer, ref, optimizer, scheduler, sampler,
+                scale.scorer(scorer), mixture, learner=scale.learner(policy),
             )  # fmt: skip
             if found is not None:
                 restore_state(state, found)
                 state.sampler.update_weights(state.policy)  # the engine still has step 0's
-                rewind_run_dir(run_dir, state.step)
-                save_config(cfg, run_dir / "config.yaml")  # e.g. a raised ``steps``
-            writer = MetricsWriter(run_dir, cfg.tensorboard)
+                if scale.is_main:
+                    rewind_run_dir(run_dir, state.step)
+                    save_config(cfg, run_dir / "config.yaml")  # e.g. a raised ``steps``
+            writer = MetricsWriter(own_dir, cfg.tensorboard and scale.is_main)
+            _report_worker_events(state, writer)
             if found is not None:
                 writer.event(state.step, "resume", checkpoint=str(found), changed=changed)
-            display = Display(cfg.steps, state.step, live)
+            display = Display(cfg.steps, state.step, live) if scale.is_main else QuietDisplay()
             try:
                 with stop_on_signals(state, display):
-                    return train_loop(
-                        state, writer, display, make_validate(cfg, run_dir, scorer, val_tasks)
+                    final = train_loop(
+                        state, writer, display, make_validate(cfg, own_dir, state.scorer, val_tasks)
                     )
+                scale.finish()
+                return final
             finally:
                 display.close()
                 writer.close()
@@ -236,6 +249,30 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
             else:
                 shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    finally:
+        scale.close()
+
+
+class QuietDisplay(Display):
+    """Learner ranks > 0: rank 0 shows the progress."""
+
+    def __init__(self) -> None:
+        super().__init__(0, 0, live=False)
+
+    def step(self, step: int, metrics: dict[str, Any]) -> None:
+        pass
+
+    def message(self, text: str, style: str = "") -> None:
+        pass
+
+
+def _report_worker_events(state: TrainState, writer: MetricsWriter) -> None:
+    """Ray workers replaced mid-step go to events.jsonl under the step being run."""
+    scorer = getattr(state.scorer, "inner", state.scorer)  # unwrap a learner group's
+    for obj in (getattr(state.sampler, "inner", state.sampler), getattr(scorer, "pool", None)):
+        group = getattr(obj, "group", None)
+        if group is not None:
+            group.on_event = lambda kind, **f: writer.event(state.step + 1, kind, **f)
 
 
 @contextlib.contextmanager

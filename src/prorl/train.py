@@ -8,6 +8,7 @@ metrics. Scaling out swaps the Sampler or the verifier executor, never this file
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 import time
@@ -72,6 +73,7 @@ class TrainState:
     stop_requested: bool = False  # set by the first SIGINT/SIGTERM: save and stop
     resetter: ResetPolicy | None = None  # built from cfg.reset when not given
     health: HealthMonitor | None = None  # built from cfg.health when not given
+    learner: Any = None  # prorl.scale.learner.DataParallel when several processes train
 
     def __post_init__(self) -> None:
         if self.resetter is None:
@@ -162,22 +164,39 @@ def rl_step(state: TrainState) -> dict[str, float]:
 
 
 def update_policy(state: TrainState, groups: list[Group], advantages: torch.Tensor) -> dict:
-    """Mini-batch updates of clipped loss + KL over the kept groups; returns mean stats."""
+    """Mini-batch updates of clipped loss + KL over the kept groups; returns mean stats.
+
+    With ``state.learner`` (several torch.distributed processes) each mini-batch's sequences
+    are split across the ranks, the gradients summed by DDP, and every rank steps the same
+    optimizer: the update equals this process doing all the work (prorl.scale.learner)."""
     cfg, algo = state.cfg, state.cfg.algo
+    dp = state.learner
     seqs = [
         (g.prompt_ids, list(s.token_ids), list(s.logprobs), not sc.is_infra_error)
         for g in groups
         for s, sc in zip(g.samples, g.scores, strict=True)
     ]
-    micro = [
-        list(range(i, min(i + algo.micro_batch_size, len(seqs))))
-        for i in range(0, len(seqs), algo.micro_batch_size)
+    # Mini-batches are contiguous runs of micro-batches; the loss of each is normalised by
+    # the mini-batch's own token (or sequence) count so accumulation equals one big batch.
+    mbs = algo.micro_batch_size
+    per_mini = max(1, -(-len(seqs) // mbs) // algo.mini_batches) * mbs  # sequences
+    mini_seqs = [
+        list(range(i, min(i + per_mini, len(seqs)))) for i in range(0, len(seqs), per_mini)
     ]
+    micro: list[list[int]] = []  # this process's micro-batches (sequence indices)
+    weight: list[float] = []  # 0 for a rank's padding micro-batch (DDP needs equal counts)
+    minis: list[list[int]] = []
+    for ids in mini_seqs:
+        own = dp.shard(ids, mbs) if dp else _micro_batches(ids, mbs)
+        minis.append(list(range(len(micro), len(micro) + len(own))))
+        micro += [m for m, _ in own]
+        weight += [w for _, w in own]
     packed = [pack([seqs[i][0] for i in m], [seqs[i][1] for i in m], _pad(state)) for m in micro]
     masks = [
         p.response_mask * torch.tensor([float(seqs[i][3]) for i in m])[:, None]
         for p, m in zip(packed, micro, strict=True)
     ]
+    counts = [len(s[1]) * float(s[3]) for s in seqs]  # valid response tokens per sequence
     temp, bf16 = cfg.rollout.temperature, cfg.model.bf16
     need_old = algo.old_logprobs == "trainer" and (algo.mini_batches > 1 or algo.epochs > 1)
     old, ref = [], []
@@ -192,35 +211,39 @@ def update_policy(state: TrainState, groups: list[Group], advantages: torch.Tens
             if state.ref is not None and algo.kl_coef > 0:
                 ref.append(response_logprobs(state.ref, p, temp, bf16)[0])
 
-    # Mini-batches are contiguous runs of micro-batches; the loss of each is normalised by
-    # the mini-batch's own token (or sequence) count so accumulation equals one big batch.
-    per_mini = max(1, len(micro) // algo.mini_batches)
-    minis = [list(range(i, min(i + per_mini, len(micro)))) for i in range(0, len(micro), per_mini)]
+    model = dp.model if dp else state.policy  # DDP's wrapper: its backward sums gradients
     stats: dict[str, list[float]] = defaultdict(list)
     state.policy.train()
     for epoch in range(algo.epochs):
-        for mini in minis:
-            denom = _denominator(algo.loss_agg, [masks[j] for j in mini])
+        for mini_ids, mini in zip(mini_seqs, minis, strict=True):
+            denom = _denominator(algo.loss_agg, [counts[i] for i in mini_ids])
             state.optimizer.zero_grad(set_to_none=True)
             for j in mini:
                 p, m, mask = packed[j], micro[j], masks[j]
-                logprobs, entropy = response_logprobs(state.policy, p, temp, bf16, epoch == 0)
-                old_lp = old[j] if old else logprobs.detach()
-                adv = advantages[m]  # [b]
-                is_w = _sampler_mismatch(algo, old_lp, sampler_lp[j], mask, stats, epoch == 0)
-                pg, pg_stats = rl.policy_loss(
-                    logprobs, old_lp, adv, mask, algo.eps_low, algo.eps_high,
-                    algo.loss_agg, cfg.rollout.max_new_tokens, is_weights=is_w, denom=denom,
-                )  # fmt: skip
-                loss = pg
+                sync = dp.sync(last=j == mini[-1]) if dp else contextlib.nullcontext()
+                with sync:
+                    logprobs, entropy = response_logprobs(model, p, temp, bf16, epoch == 0)
+                    old_lp = old[j] if old else logprobs.detach()
+                    adv = advantages[m]  # [b]
+                    record = epoch == 0 and weight[j] > 0
+                    is_w = _sampler_mismatch(algo, old_lp, sampler_lp[j], mask, stats, record)
+                    pg, pg_stats = rl.policy_loss(
+                        logprobs, old_lp, adv, mask, algo.eps_low, algo.eps_high,
+                        algo.loss_agg, cfg.rollout.max_new_tokens, is_weights=is_w, denom=denom,
+                    )  # fmt: skip
+                    loss = pg
+                    if ref:
+                        kl_tokens = rl.kl_penalty(logprobs, ref[j], algo.kl_kind)  # [b, R]
+                        kl = rl.aggregate(
+                            kl_tokens, mask, algo.loss_agg, cfg.rollout.max_new_tokens, denom
+                        )
+                        loss = pg + algo.kl_coef * kl
+                    # DDP averages over ranks: scale so the ranks' gradients sum instead
+                    (loss * (weight[j] * (dp.world if dp else 1))).backward()
+                if weight[j] == 0:
+                    continue
                 if ref:
-                    kl_tokens = rl.kl_penalty(logprobs, ref[j], algo.kl_kind)  # [b, R]
-                    kl = rl.aggregate(
-                        kl_tokens, mask, algo.loss_agg, cfg.rollout.max_new_tokens, denom
-                    )
-                    loss = pg + algo.kl_coef * kl
                     stats["policy/kl"].append(float(rl.masked_mean(kl_tokens.detach(), mask)))
-                loss.backward()
                 for k in ("clipfrac", "clipfrac_high", "clipfrac_low", "ratio_max", "approx_kl"):
                     stats[f"policy/{k}"].append(pg_stats[k])
                 stats["loss/pg"].append(pg_stats["pg_loss"])
@@ -233,6 +256,8 @@ def update_policy(state: TrainState, groups: list[Group], advantages: torch.Tens
                 stats["optim/grad_norm"].append(float(norm))
             state.optimizer.step()
     state.scheduler.step()  # the schedule counts RL steps
+    if dp:  # every rank reports the statistics of all micro-batches
+        stats = dp.gather_stats(stats)
     return {k: float(np.mean(v)) for k, v in stats.items()}
 
 
@@ -253,10 +278,16 @@ def _sampler_mismatch(
     return weights if algo.truncated_is else None
 
 
-def _denominator(agg: str, masks: list[torch.Tensor]) -> float:
+def _micro_batches(ids: list[int], size: int) -> list[tuple[list[int], float]]:
+    return [(ids[i : i + size], 1.0) for i in range(0, len(ids), size)]
+
+
+def _denominator(agg: str, counts: list[float]) -> float:
+    """The mini-batch's token count (token-mean) or count of sequences with a valid token,
+    from every sequence of it (on all ranks)."""
     if agg == "token-mean":
-        return max(1.0, float(sum(m.sum() for m in masks)))
-    return max(1.0, float(sum((m.sum(dim=1) > 0).sum() for m in masks)))
+        return max(1.0, float(sum(counts)))
+    return max(1.0, float(sum(c > 0 for c in counts)))
 
 
 def _pad_logprobs(rows: list[list[float]], width: int) -> torch.Tensor:

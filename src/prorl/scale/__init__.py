@@ -1,0 +1,215 @@
+"""Scaling out: which Sampler, verifier executor and learner group a run uses.
+
+``Scale.start(cfg)`` decides this process's place (docs/scaling.md):
+- one plain process (the default): nothing changes;
+- a rank of a ``torchrun`` launch (``WORLD_SIZE`` > 1 in the environment): a gloo/NCCL
+  learner group, each rank sampling its share of the prompts with its own HF sampler;
+- ``scale.backend=ray``: rollout and verifier workers are Ray actors driven by rank 0, and
+  ``scale.learner_procs - 1`` further learner ranks run as Ray actors.
+
+The RL step never knows which: it calls ``state.sampler``, ``state.scorer`` and, in the
+update, ``state.learner``. Ray and torch.distributed are imported only when used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+class Scale:
+    def __init__(self, cfg: Any, rank: int = 0, world: int = 1) -> None:
+        self.cfg = cfg
+        self.rank, self.world = rank, world
+        self.followers: list[Any] = []  # Ray learner actors (rank 0 of a Ray group)
+        self.runs: list[Any] = []  # their run() refs
+        self.owns_ray = False
+        self.closers: list[Callable[[], None]] = []
+        self._scratch: Path | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def ray(self) -> bool:
+        return bool(self.cfg.scale.backend == "ray")
+
+    # -- start and stop
+
+    @classmethod
+    def start(cls, cfg: Any) -> Scale:
+        from prorl.config import ConfigError
+        from prorl.scale.learner import env_world
+
+        rank, world = env_world()
+        s = cfg.scale
+        if world > 1 and s.backend == "ray" and rank == 0 and "PRORL_RAY_LEARNER" not in os.environ:
+            raise ConfigError("scale.backend=ray starts its own learner ranks: launch it "
+                              "without torchrun (scale.learner_procs sets their number)")  # fmt: skip
+        scale = cls(cfg, rank, world)
+        if s.backend == "ray" and rank == 0:
+            scale._start_ray()
+        if scale.world > 1:
+            from prorl.scale.learner import init_group
+
+            init_group(scale.rank, scale.world, scale._init_method, s.gpus_per_worker > 0,
+                       s.timeout_s)  # fmt: skip
+        return scale
+
+    _init_method = "env://"
+
+    def _start_ray(self) -> None:
+        import ray
+
+        s = self.cfg.scale
+        if not ray.is_initialized():
+            if s.address is None:  # a private local cluster on loopback, sized to the job
+                need = (
+                    s.rollout_workers + s.verifier_workers + s.learner_procs
+                ) * s.cpus_per_worker
+                ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999)),
+                         include_dashboard=False, log_to_driver=True,
+                         _node_ip_address="127.0.0.1")  # fmt: skip
+            else:
+                ray.init(address=s.address, log_to_driver=True)
+            self.owns_ray = True
+        if s.learner_procs > 1:
+            self._start_followers()
+
+    def _start_followers(self) -> None:
+        import ray
+        from ray.util.placement_group import placement_group, remove_placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        s = self.cfg.scale
+        self.world = s.learner_procs
+        host = ray.util.get_node_ip_address()
+        with socket.socket() as sock:  # a free port for the group's rendezvous
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        self._init_method = f"tcp://{host}:{port}"
+        bundle = {
+            "CPU": s.cpus_per_worker,
+            **({"GPU": s.gpus_per_worker} if s.gpus_per_worker else {}),
+        }
+        pg = placement_group([bundle] * (self.world - 1), strategy=s.placement)
+        ray.get(pg.ready())
+        self.closers.append(lambda: remove_placement_group(pg))
+        actor: Any = ray.remote(LearnerRank)
+        for r in range(1, self.world):
+            strategy = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=r - 1)
+            a = actor.options(num_cpus=s.cpus_per_worker, num_gpus=s.gpus_per_worker,
+                              scheduling_strategy=strategy).remote()  # fmt: skip
+            self.followers.append(a)
+            env = {"RANK": str(r), "WORLD_SIZE": str(self.world), "PRORL_RAY_LEARNER": "1",
+                   "MASTER_ADDR": host, "MASTER_PORT": str(port)}  # fmt: skip
+            self.runs.append(a.run.remote(self.cfg, env))
+
+    def finish(self) -> None:
+        """Wait for the Ray learner ranks to end their loops (their errors surface here)."""
+        if self.runs:
+            import ray
+
+            ray.get(self.runs)
+            self.runs = []
+
+    def close(self) -> None:
+        from prorl.scale.learner import close_group
+
+        close_group()
+        if self.followers:
+            import ray
+
+            for a in self.followers:
+                ray.kill(a)
+            self.followers = []
+        for close in reversed(self.closers):
+            with contextlib.suppress(Exception):
+                close()
+        if self.owns_ray:
+            import ray
+
+            ray.shutdown()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+
+    # -- the swapped objects
+
+    def run_dir(self, run_dir: Path) -> Path:
+        """Where this rank writes: the run directory on rank 0, a scratch directory on the
+        others (whose ``checkpoints`` points at rank 0's, for resets to a kept checkpoint)."""
+        if self.is_main:
+            return run_dir
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix=f"prorl-rank{self.rank}-"))
+            (self._scratch / "checkpoints").symlink_to((run_dir / "checkpoints").resolve())
+        return self._scratch
+
+    def share(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank."""
+        if self.world == 1:
+            return value
+        from prorl.scale.learner import broadcast
+
+        return broadcast(value)
+
+    def sampler(self, local: Callable[[], Any], policy: Any) -> Any:
+        if self.ray:
+            from prorl.scale.workers import RaySampler
+
+            inner = RaySampler(self.cfg, policy) if self.is_main else None
+            if inner is not None:
+                self.closers.append(inner.close)
+        else:
+            inner = local()
+        if self.world == 1:
+            return inner
+        from prorl.scale.learner import CollectiveSampler
+
+        return CollectiveSampler(inner, split=not self.ray)
+
+    def verifier_pool(self) -> contextlib.AbstractContextManager[Any]:
+        cfg = self.cfg
+        if not self.is_main:  # rank 0 scores for everyone
+            return contextlib.nullcontext(None)
+        if self.ray:
+            from prorl.scale.workers import RayVerifierPool
+
+            s = cfg.scale
+            return RayVerifierPool(s.verifier_workers, cfg.verify.timeout_s, s.cpus_per_worker,
+                                   s.placement)  # fmt: skip
+        from prorl.verify.pool import VerifierPool
+
+        return VerifierPool(cfg.verify.workers, cfg.verify.timeout_s)
+
+    def scorer(self, scorer: Any) -> Any:
+        if self.world == 1:
+            return scorer
+        from prorl.scale.learner import CollectiveScorer
+
+        return CollectiveScorer(scorer)
+
+    def learner(self, policy: Any) -> Any:
+        if self.world == 1:
+            return None
+        from prorl.scale.learner import DataParallel
+
+        return DataParallel(policy, fsdp=self.cfg.scale.fsdp)
+
+
+class LearnerRank:
+    """A learner rank > 0 as a Ray actor: the same training loop, in its own process."""
+
+    def run(self, cfg: Any, env: dict[str, str]) -> int:
+        os.environ.update(env)
+        from prorl.runtime import run_training
+
+        run_training(cfg, live=False)
+        return int(env["RANK"])

@@ -1,0 +1,201 @@
+"""A learner group of K processes: torch.distributed data parallelism over the RL update.
+
+Every rank runs the same loop (SPMD, as under ``torchrun``): rollouts and scores are made
+once (split across ranks, or by rank 0's Ray workers) and shared with all ranks, so every
+rank holds the same batch, takes the same decisions (filtering, resets, alarms) and steps
+the same optimizer. Only the update's forward/backward work is split: each mini-batch's
+sequences are cut into K contiguous shards, one per rank, and DDP sums their gradients.
+Since each micro-batch's loss is normalised by the token (or sequence) count of the whole
+mini-batch, the summed gradient equals the single-process one up to float rounding.
+
+Rank 0 alone writes the run directory (metrics, events, checkpoints, validation results);
+the other ranks write a scratch directory that is deleted at exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from prorl.types import Example, Sample, Score
+
+
+def env_world() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; (0, 1) outside it."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def init_group(
+    rank: int, world: int, init_method: str = "env://", gpu: bool = False, timeout_s: float = 600
+) -> None:
+    """Join the learner group: gloo on CPU, NCCL when the learner has GPUs."""
+    if dist.is_initialized():
+        return
+    if gpu:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(
+        "nccl" if gpu else "gloo", init_method=init_method, rank=rank, world_size=world,
+        timeout=datetime.timedelta(seconds=timeout_s),
+    )  # fmt: skip
+
+
+def close_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class DataParallel:
+    """The learner-side hooks ``prorl.train.update_policy`` calls when K > 1 ranks train.
+
+    ``model`` wraps the policy in DDP (or shards it with FSDP2's ``fully_shard``, untested);
+    the wrapper is built on first use so it sees the restored weights of a resumed run
+    (DDP also broadcasts rank 0's parameters when built)."""
+
+    def __init__(self, policy: Any, fsdp: bool = False) -> None:
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.policy = policy
+        self.fsdp = fsdp
+        self._model: Any = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            if self.fsdp:
+                from torch.distributed.fsdp import fully_shard
+
+                for layer in self.policy.model.layers:  # HF decoder layers, then the root
+                    fully_shard(layer)
+                self._model = fully_shard(self.policy)
+            else:
+                from torch.nn.parallel import DistributedDataParallel as DDP
+
+                # buffers (rotary tables) are identical on every rank: no per-step broadcast
+                self._model = DDP(self.policy, forward_sync_buffers=False)
+        return self._model
+
+    def shard(self, ids: Sequence[int], micro_batch_size: int) -> list[tuple[list[int], float]]:
+        return shard_micro_batches(ids, micro_batch_size, self.rank, self.world)
+
+    def sync(self, last: bool) -> contextlib.AbstractContextManager[Any]:
+        """Gradients are reduced on the last micro-batch of a mini-batch only."""
+        if last:
+            return contextlib.nullcontext()
+        if self.fsdp:
+            return _fsdp_no_sync(self.model)
+        return self.model.no_sync()  # type: ignore[no-any-return]
+
+    def gather_stats(self, stats: dict[str, list[float]]) -> dict[str, list[float]]:
+        everyone: list[Any] = [None] * self.world
+        dist.all_gather_object(everyone, dict(stats))
+        merged: dict[str, list[float]] = defaultdict(list)
+        for part in everyone:
+            for k, v in part.items():
+                merged[k].extend(v)
+        return merged
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+
+def shard_micro_batches(
+    ids: Sequence[int], micro_batch_size: int, rank: int, world: int
+) -> list[tuple[list[int], float]]:
+    """Rank ``rank``'s micro-batches of one mini-batch ``ids``, each with a loss weight.
+
+    Rank r takes the r-th of ``world`` contiguous, near-equal slices of ``ids``. DDP needs
+    the same number of backward passes on every rank, so a rank with fewer micro-batches
+    (or none) repeats one of the mini-batch's sequences with weight 0: its gradient is zero
+    and its statistics are dropped."""
+    ids = list(ids)
+    bounds = [len(ids) * r // world for r in range(world + 1)]
+    mine = ids[bounds[rank] : bounds[rank + 1]]
+    most = max(-(-(bounds[r + 1] - bounds[r]) // micro_batch_size) for r in range(world))
+    out = [(mine[i : i + micro_batch_size], 1.0) for i in range(0, len(mine), micro_batch_size)]
+    while len(out) < most:
+        out.append(([ids[0]], 0.0))
+    return out
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(model: Any) -> Iterator[None]:
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
+def broadcast(value: Any, src: int = 0) -> Any:
+    """``value`` from rank ``src`` (any picklable object) on every rank."""
+    box = [value]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+class CollectiveSampler:
+    """A Sampler for every rank of a learner group: all ranks get the same samples.
+
+    ``split``: each rank generates its share of the prompts (prompt i on rank i mod K) with
+    its own sampler and the ranks exchange results (torchrun on one node). Otherwise rank 0's
+    sampler (e.g. a RaySampler) generates everything and broadcasts it; the other ranks pass
+    ``inner=None``. Samples are per-prompt seeded, so either way they equal one process's."""
+
+    def __init__(self, inner: Any, split: bool) -> None:
+        self.inner = inner
+        self.split = split
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+
+    def generate(
+        self, prompts: Sequence[Sequence[int]], n: int, params: Any, seed: int | Sequence[int]
+    ) -> list[list[Sample]]:
+        from prorl.sampling.hf import _per_prompt_seeds
+
+        seeds = _per_prompt_seeds(seed, len(prompts))
+        if not self.split:
+            out = self.inner.generate(prompts, n, params, seeds) if self.rank == 0 else None
+            return broadcast(out)  # type: ignore[no-any-return]
+        mine = list(range(self.rank, len(prompts), self.world))
+        part = (
+            self.inner.generate([prompts[i] for i in mine], n, params, [seeds[i] for i in mine])
+            if mine
+            else []
+        )
+        everyone: list[Any] = [None] * self.world
+        dist.all_gather_object(everyone, part)
+        result: list[list[Sample]] = [[] for _ in prompts]
+        for r, got in enumerate(everyone):
+            for i, group in zip(range(r, len(prompts), self.world), got, strict=True):
+                result[i] = group
+        return result
+
+    def update_weights(self, model: Any) -> None:
+        if self.inner is not None:
+            self.inner.update_weights(model)
+
+
+class CollectiveScorer:
+    """Rank 0 scores (its verifier pool or Ray pool); every rank gets the same scores, so a
+    timeout on one machine cannot make the ranks' batches differ."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.rank = dist.get_rank()
+
+    def __call__(self, examples: list[Example], samples: list[list[Sample]]) -> list[list[Score]]:
+        out = self.inner(examples, samples) if self.rank == 0 else None
+        return broadcast(out)  # type: ignore[no-any-return]
+
+    def for_eval(self, task: Any, example: Example, texts: Sequence[str]) -> list[Score]:
+        out = self.inner.for_eval(task, example, texts) if self.rank == 0 else None
+        return broadcast(out)  # type: ignore[no-any-return]
