@@ -326,7 +326,7 @@ def save_state(state: TrainState, run_dir: Path) -> Path:
     try:
         folder = save_checkpoint(
             run_dir, state.step, state.policy, state.tokenizer, state.ref,
-            trainer_state(state), to_dict(state.cfg),
+            trainer_state(state), to_dict(state.base_cfg or state.cfg),  # the run's, not a stage's
         )  # fmt: skip
     except OSError as e:
         raise CheckpointSaveError(

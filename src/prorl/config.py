@@ -278,6 +278,75 @@ class ScaleConfig:
 
 
 @dataclass(frozen=True)
+class ShapingConfig:
+    """Reward shaping for long runs (``prorl.rl.shaping``); off by default, per-stage."""
+
+    overlong: str = "none"  # none | zero | penalty: responses cut at max_new_tokens
+    overlong_penalty: float = 1.0  # penalty: a truncated response's reward is -overlong_penalty
+    length_penalty: float = 0.0  # lambda of ProRL v2's cosine length penalty; 0: off
+    length_eta_min: float = -1.0  # eta at the length cap
+    length_eta_max: float = 0.0  # eta at length 0
+    length_penalty_on_steps: int = 0  # cycle: on for this many steps, then ...; 0: always on
+    length_penalty_off_steps: int = 0  # ... off for this many (counted from the stage start)
+
+    def __post_init__(self) -> None:
+        modes = ("none", "zero", "penalty")
+        _check(self.overlong in modes, "shaping.overlong", f"choose one of {', '.join(modes)}")
+        _check(self.overlong_penalty >= 0, "shaping.overlong_penalty", "must be >= 0")
+        _check(self.length_penalty >= 0, "shaping.length_penalty", "must be >= 0")
+        _check(self.length_penalty_on_steps >= 0, "shaping.length_penalty_on_steps", "must be >= 0")
+        _check(
+            self.length_penalty_off_steps >= 0, "shaping.length_penalty_off_steps", "must be >= 0"
+        )
+        _check(
+            not self.length_penalty_off_steps or self.length_penalty_on_steps > 0,
+            "shaping.length_penalty_off_steps", "needs length_penalty_on_steps > 0 (the on phase)",
+        )  # fmt: skip
+
+
+# What a stage may change, by section (None: every key of the section). The rest of the
+# config (model, seed, batch shape, checkpoints...) is fixed for the whole run.
+STAGE_KEYS: dict[str, tuple[str, ...] | None] = {
+    "data": ("tasks",),
+    "rollout": ("max_new_tokens", "n", "temperature", "top_p"),
+    "algo": ("eps_low", "eps_high", "kl_coef"),
+    "optim": ("lr",),
+    "shaping": None,
+}
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One stage of a run (``prorl.stages``): a length and overrides of the base config."""
+
+    name: str = ""
+    steps: int = 0  # length in steps; or
+    until_step: int = 0  # the step count at which it ends; neither (last stage): until ``steps``
+    reset_optimizer: bool | None = None  # at its start; None: reset.reset_optimizer
+    data: dict[str, Any] = field(default_factory=dict)
+    rollout: dict[str, Any] = field(default_factory=dict)
+    algo: dict[str, Any] = field(default_factory=dict)
+    optim: dict[str, Any] = field(default_factory=dict)
+    shaping: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 0, "steps", "must be >= 0")
+        _check(self.until_step >= 0, "until_step", "must be >= 0")
+        _check(not (self.steps and self.until_step), "steps", "give steps or until_step, not both")
+        for section, allowed in STAGE_KEYS.items():
+            for key in getattr(self, section):
+                _check(
+                    allowed is None or key in allowed, f"{section}.{key}",
+                    "a stage cannot change this; stages can change "
+                    + ", ".join(f"{s}.{k}" for s, ks in STAGE_KEYS.items() for k in ks or ("*",)),
+                )  # fmt: skip
+
+    def overrides(self) -> dict[str, dict[str, Any]]:
+        """Non-empty sections: ``{"rollout": {"n": 32}, ...}``."""
+        return {s: dict(getattr(self, s)) for s in STAGE_KEYS if getattr(self, s)}
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = 0
     steps: int = 20
@@ -295,9 +364,60 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
+    shaping: ShapingConfig = field(default_factory=ShapingConfig)
+    stages: tuple[StageConfig, ...] = ()  # empty: one stage, the config itself
 
     def __post_init__(self) -> None:
         _check(self.steps >= 0, "steps", "must be >= 0")
+        for i, stage in enumerate(self.stages):  # a bad value in stage 3 fails at startup
+            for section, values in stage.overrides().items():
+                stage_section(self, section, values, f"stages[{i}].")
+            kl = stage.algo.get("kl_coef", self.algo.kl_coef)
+            _check(
+                self.algo.kl_coef > 0 or not kl, f"stages[{i}].algo.kl_coef",
+                "needs algo.kl_coef > 0 in the base config (else no reference model is kept)",
+            )  # fmt: skip
+        stage_ends(self)  # lengths in order, and ``steps`` equal to their sum
+
+
+def stage_section(cfg: Config, section: str, values: dict[str, Any], where: str = "") -> Any:
+    """``cfg``'s ``section`` with a stage's ``values`` applied through the same parsing and
+    checks as the base config; errors name the key as ``{where}section.key``."""
+    merged = {**to_dict(getattr(cfg, section)), **values}
+    try:
+        return from_dict(type(getattr(cfg, section)), merged, f"{section}.")
+    except ConfigError as e:
+        raise ConfigError(f"{where}{e}") from None
+
+
+def stage_ends(cfg: Config) -> list[int]:
+    """The step count at which each stage ends (the last one at ``cfg.steps``); checks that
+    lengths are given and increase, and that ``steps`` equals their total when every stage
+    has a length."""
+    ends: list[int] = []
+    for i, stage in enumerate(cfg.stages):
+        start = ends[-1] if ends else 0
+        last = i == len(cfg.stages) - 1
+        if stage.steps:
+            end = start + stage.steps
+        elif stage.until_step:
+            end = stage.until_step
+            _check(end > start, f"stages[{i}].until_step", f"must be after step {start}")
+        else:
+            _check(last, f"stages[{i}]", "give steps (its length) or until_step (its end)")
+            _check(
+                cfg.steps > start, "steps",
+                f"{cfg.steps} leaves nothing for the open last stage (it starts at step {start})",
+            )  # fmt: skip
+            end = cfg.steps
+        if last:
+            _check(
+                cfg.steps == end, "steps",
+                f"{cfg.steps}, but the stages end at step {end}; leave steps out (the stages "
+                "set it) or leave the last stage's length out (it then runs until steps)",
+            )  # fmt: skip
+        ends.append(end)
+    return ends
 
 
 # --- building configs from dicts, presets and overrides -------------------------------------
@@ -434,8 +554,25 @@ def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...
     data = read_preset(preset) if preset else {}
     for ov in overrides:
         apply_override(data, ov)
+    _steps_from_stages(data)
     cfg: Config = from_dict(Config, data)
     return cfg
+
+
+def _steps_from_stages(data: dict[str, Any]) -> None:
+    """``steps`` left out with stages that all have a length: the run is their total."""
+    stages = data.get("stages")
+    if "steps" in data or not isinstance(stages, list) or not stages:
+        return
+    end = 0
+    for st in stages:
+        if not isinstance(st, dict):
+            return  # from_dict names the problem
+        steps, until = st.get("steps") or 0, st.get("until_step") or 0
+        if not isinstance(steps, int) or not isinstance(until, int) or not (steps or until):
+            return
+        end = end + steps if steps else until
+    data["steps"] = end
 
 
 def save_config(cfg: Config, path: Path) -> None:

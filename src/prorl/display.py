@@ -37,9 +37,10 @@ class Display:
         self.total = total_steps
         self._t0 = time.monotonic()
         self._progress: Progress | None = None
+        self._stage = ""
         if self.live:
             self._progress = Progress(
-                TextColumn("[bold]train"),
+                TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeRemainingColumn(),
@@ -55,7 +56,15 @@ class Display:
         if self._progress is not None:
             self._progress.update(self._task, completed=step + 1, info=line)
         else:
-            print(f"step {step + 1}/{self.total}  {line}", flush=True)
+            stage = f" [{self._stage}]" if self._stage else ""
+            print(f"step {step + 1}/{self.total}{stage}  {line}", flush=True)
+
+    def set_stage(self, label: str) -> None:
+        """Name the current training stage next to the progress bar."""
+        if self._progress is not None:
+            self._progress.update(self._task, description=f"train [{label}]")
+        else:
+            self._stage = label
 
     def message(self, text: str, style: str = "") -> None:
         if self._progress is not None:

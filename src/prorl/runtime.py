@@ -22,6 +22,7 @@ from prorl.metrics import MetricsWriter
 from prorl.mixture import MixtureEntry, TaskMixture
 from prorl.models import encode_prompts, load_policy
 from prorl.sampling.base import Sampler
+from prorl.stages import all_tasks
 from prorl.tasks import Task, get_task
 from prorl.train import (
     SAMPLES,
@@ -175,8 +176,9 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
         from prorl.sampling.vllm import import_vllm
 
         import_vllm()
-    train_tasks = build_tasks(cfg.data.tasks)
-    val_specs = cfg.data.val_tasks or cfg.data.tasks
+    train_specs = all_tasks(cfg)  # every stage's; the loop sets each stage's weights
+    train_tasks = build_tasks(train_specs)
+    val_specs = cfg.data.val_tasks or train_specs
     val_tasks = build_tasks(val_specs)
     policy, tokenizer = load_policy(cfg.model.name, cfg.model.dtype)
     scale = Scale.start(cfg)  # one process, or a rank of a learner group (prorl.scale)
@@ -205,13 +207,13 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
         sampler = scale.sampler(lambda: make_sampler(cfg, policy, tokenizer), policy)
         targets = {
             s.name: pool_target(s, t)
-            for s, t in zip(cfg.data.tasks, train_tasks.values(), strict=True)
+            for s, t in zip(train_specs, train_tasks.values(), strict=True)
         }
         targets.update(
             {s.name: pool_target(s, t) for s, t in zip(val_specs, val_tasks.values(), strict=True)}
         )
         mixture = TaskMixture(
-            [MixtureEntry(s.name, s.weight, train_tasks[s.name]) for s in cfg.data.tasks], cfg.seed
+            [MixtureEntry(s.name, s.weight, train_tasks[s.name]) for s in train_specs], cfg.seed
         )
         created = False  # from here on the directory holds a real (partial) run
         own_dir = scale.run_dir(run_dir)  # rank 0: run_dir; other ranks: scratch

@@ -1,7 +1,8 @@
 """The RL step and the training loop, top to bottom.
 
 One step: draw prompts from the task mix -> generate n samples each -> score them in the
-verifier pool -> drop groups whose rewards are all equal, refilling from new prompts ->
+verifier pool -> shape the rewards (overlong rule, length penalty) -> drop groups whose
+rewards are all equal, refilling from new prompts ->
 advantages -> mini-batch updates of the clipped loss plus KL to the frozen reference ->
 metrics. Scaling out swaps the Sampler or the verifier executor, never this file.
 """
@@ -22,7 +23,8 @@ import torch
 
 from prorl import checkpoint as ckpt
 from prorl import rl
-from prorl.config import Config
+from prorl import stages as st
+from prorl.config import Config, ShapingConfig
 from prorl.display import Display
 from prorl.health import HealthMonitor
 from prorl.metrics import MetricsWriter, append_jsonl
@@ -44,14 +46,26 @@ class Group:
     prompt_ids: list[int]
     samples: list[Sample]
     scores: list[Score]
+    shaped: list[float] | None = None  # rewards after shaping; None: the task rewards
+    shaping: dict[str, float] = field(default_factory=dict)  # rl.shape_rewards' stats
 
     @property
     def rewards(self) -> list[float]:
-        # INFRA_ERROR samples are excluded from the update; for the all-equal test and the
-        # advantage they take the mean of the valid ones (so they move nothing).
-        valid = [s.reward for s in self.scores if not s.is_infra_error]
-        fill = sum(valid) / len(valid) if valid else 0.0
-        return [fill if s.is_infra_error else s.reward for s in self.scores]
+        """The task rewards."""
+        return _fill_infra([s.reward for s in self.scores], self.scores)
+
+    @property
+    def train_rewards(self) -> list[float]:
+        """What filtering and advantages see: the shaped rewards."""
+        return self.rewards if self.shaped is None else _fill_infra(self.shaped, self.scores)
+
+
+def _fill_infra(rewards: list[float], scores: list[Score]) -> list[float]:
+    # INFRA_ERROR samples are excluded from the update; for the all-equal test and the
+    # advantage they take the mean of the valid ones (so they move nothing).
+    valid = [r for r, s in zip(rewards, scores, strict=True) if not s.is_infra_error]
+    fill = sum(valid) / len(valid) if valid else 0.0
+    return [fill if s.is_infra_error else r for r, s in zip(rewards, scores, strict=True)]
 
 
 @dataclass
@@ -74,8 +88,13 @@ class TrainState:
     resetter: ResetPolicy | None = None  # built from cfg.reset when not given
     health: HealthMonitor | None = None  # built from cfg.health when not given
     learner: Any = None  # prorl.scale.learner.DataParallel when several processes train
+    base_cfg: Config | None = None  # the run's config (with its stages); None: cfg
+    stage: int = 0  # index of the current stage; ``cfg`` is its config (prorl.stages)
+    stage_start: int = 0  # the step count at which it began
 
     def __post_init__(self) -> None:
+        if self.base_cfg is None:
+            self.base_cfg = self.cfg
         if self.resetter is None:
             self.resetter = ResetPolicy(self.cfg.reset, self.cfg.algo.kl_coef)
         if self.health is None:
@@ -111,7 +130,8 @@ def rl_step(state: TrainState) -> dict[str, float]:
     cfg, step = state.cfg, state.step
     t0 = time.monotonic()
 
-    # 1. Rollouts, with dynamic sampling: keep groups whose rewards differ; refill.
+    # 1. Rollouts, scored and shaped, with dynamic sampling: keep groups whose rewards
+    # differ; refill.
     ro = cfg.rollout
     params = SamplingParams(ro.temperature, ro.top_p, ro.max_new_tokens)
     batch: rl.DynamicBatch[Group] = rl.DynamicBatch(
@@ -132,9 +152,10 @@ def rl_step(state: TrainState) -> dict[str, float]:
         scores = state.scorer(examples, samples)
         timing["time/score_s"] += time.monotonic() - t
         groups = [Group(*g) for g in zip(examples, prompt_ids, samples, scores, strict=True)]
+        shape(groups, cfg.shaping, ro.max_new_tokens, step - state.stage_start)  # before filtering
         all_groups += groups
         if ro.dynamic_sampling:
-            batch.add(groups, [g.rewards for g in groups])
+            batch.add(groups, [g.train_rewards for g in groups])
         else:  # keep everything; all-equal groups then simply carry zero advantage
             batch.add(groups, [[float(i) for i in range(ro.n)] for _ in groups])
     warning = batch.warning() if ro.dynamic_sampling else None
@@ -143,7 +164,7 @@ def rl_step(state: TrainState) -> dict[str, float]:
     # 2. Advantages (per group, or group-centred then batch-normalised).
     metrics: dict[str, float] = {**timing}
     if kept:
-        rewards = torch.tensor([r for g in kept for r in g.rewards])  # [G*N]
+        rewards = torch.tensor([r for g in kept for r in g.train_rewards])  # [G*N]
         advantages = rl.compute_advantages(cfg.algo.advantage, rewards, ro.n)  # [G*N]
         t = time.monotonic()
         metrics.update(update_policy(state, kept, advantages))
@@ -161,6 +182,19 @@ def rl_step(state: TrainState) -> dict[str, float]:
     if warning:
         metrics["filter/saturated"] = 1.0
     return metrics
+
+
+def shape(groups: list[Group], cfg: ShapingConfig, cap: int, step_in_stage: int) -> None:
+    """Reward shaping (overlong rule, cyclic cosine length penalty) of each group's rewards;
+    the task rewards stay in ``Group.rewards`` for the metrics."""
+    for g in groups:
+        shaped, g.shaping = rl.shape_rewards(
+            torch.tensor(g.rewards),
+            torch.tensor([len(s.token_ids) for s in g.samples]),
+            torch.tensor([s.finish_reason == "length" for s in g.samples]),
+            cfg, cap, step_in_stage,
+        )  # fmt: skip
+        g.shaped = shaped.tolist()
 
 
 def update_policy(state: TrainState, groups: list[Group], advantages: torch.Tensor) -> dict:
@@ -314,6 +348,15 @@ def rollout_metrics(
         by_task[g.example.task].extend(s.reward for s in g.scores if not s.is_infra_error)
     for task, rs in by_task.items():
         m[f"train/reward/{task}"] = float(np.mean(rs)) if rs else 0.0
+    shaped = [r for g in all_groups for r, s in zip(g.train_rewards, g.scores, strict=True)
+              if not s.is_infra_error]  # fmt: skip
+    m["train/reward_shaped"] = float(np.mean(shaped)) if shaped else 0.0
+    n = max(1, sum(len(g.samples) for g in all_groups))
+    m["shaping/overlong_frac"] = sum(g.shaping.get("overlong", 0.0) for g in all_groups) / n
+    m["shaping/length_penalty_mean"] = (
+        sum(g.shaping.get("length_penalty", 0.0) for g in all_groups) / n
+    )
+    m["shaping/length_penalty_on"] = max((g.shaping.get("on", 0.0) for g in all_groups), default=0)
     lengths = [len(s.token_ids) for s in samples]
     m["response/length_mean"] = float(np.mean(lengths)) if lengths else 0.0
     m["response/length_max"] = float(max(lengths, default=0))
@@ -381,13 +424,20 @@ def train_loop(
     state: TrainState, writer: MetricsWriter, display: Display, validate: Any
 ) -> dict[str, float]:
     """Run steps until ``cfg.steps``; validate before, every ``eval.every`` and at the end;
-    checkpoint every ``checkpoint.every`` and at the end. Raises TrainingStopped after
-    checkpointing when ``state.stop_requested`` was set during a step."""
-    cfg = state.cfg
+    checkpoint every ``checkpoint.every`` and at the end; switch stages (with a reset) at
+    their boundaries. Raises TrainingStopped after checkpointing when
+    ``state.stop_requested`` was set during a step."""
+    cfg = state.base_cfg
+    assert cfg is not None
     final: dict[str, float] = {}
+    set_stage(state, fresh=state.step == 0)  # a resumed run finds its stage from its step
+    if cfg.stages:
+        display.set_stage(st.label(cfg, state.stage))
     if state.step == 0:
+        if cfg.stages:
+            _stage_event(state, writer, display, "stage", {})
         first = validate(state)
-        writer.log(0, first)
+        writer.log(0, {**first, "stage": float(state.stage)})
         display.message(_eval_line("before training", first))
         if state.stop_requested:  # signalled during the first validation: nothing trained yet
             folder = ckpt.save_state(state, writer.run_dir)
@@ -396,6 +446,7 @@ def train_loop(
     while state.step < cfg.steps:
         step = state.step
         metrics = rl_step(state)
+        metrics["stage"] = float(state.stage)
         is_last = state.step == cfg.steps
         if is_last or (cfg.eval.every and state.step % cfg.eval.every == 0):
             ev = validate(state)
@@ -403,10 +454,17 @@ def train_loop(
             if is_last:
                 final = ev
                 display.message(_eval_line("after training", ev))
-        _resets_and_alarms(state, metrics, writer, display, is_last)
+        boundary = None if is_last else st.starts_stage(cfg, state.step)
+        # a stage boundary resets anyway: no second reset from a trigger at the same step
+        _resets_and_alarms(state, metrics, writer, display, is_last or boundary is not None)
+        if boundary is not None:
+            next_stage(state, writer, display)
+            metrics["reset"] = 1.0
         writer.log(state.step, metrics)
         append_jsonl(writer.run_dir / SAMPLES, {"step": state.step, "uids": state.sampled})
         display.step(step, metrics)
+        if boundary is not None:
+            display.set_stage(st.label(cfg, state.stage))
         if state.stop_requested or _checkpoint_due(cfg, state.step):
             folder = ckpt.save_state(state, writer.run_dir)
             writer.event(state.step, "checkpoint", path=str(folder))
@@ -419,7 +477,8 @@ def _resets_and_alarms(
     state: TrainState, metrics: dict[str, Any], writer: MetricsWriter, display: Display,
     is_last: bool,
 ) -> None:  # fmt: skip
-    """Health alarms (warn / reset / stop) and reset triggers after a step's validation."""
+    """Health alarms (warn / reset / stop) and reset triggers after a step's validation;
+    ``is_last``: no reset (nothing follows, or a stage's reset follows)."""
     assert state.resetter is not None and state.health is not None
     alarms = state.health.observe(metrics)
     for a in alarms:
@@ -442,6 +501,63 @@ def _resets_and_alarms(
         state.resets.append(writer.event(state.step, "reset", **fields))
         display.message(f"reset at step {state.step}: {decision.reason}", "yellow")
         metrics["reset"] = 1.0
+
+
+# --- stages ------------------------------------------------------------------------------
+
+
+def set_stage(state: TrainState, fresh: bool = False) -> None:
+    """Make ``state.cfg`` the config of the stage that runs the next step, and the task
+    mixture draw with its weights. ``fresh``: the run has not started, so the optimizer is
+    rebuilt in case the first stage changes the learning rate."""
+    base = state.base_cfg
+    assert base is not None and state.resetter is not None
+    state.stage, state.cfg = st.config_for_step(base, state.step)
+    state.stage_start = st.stage_spans(base)[state.stage].start
+    state.mixture.set_weights(st.stage_weights(state.cfg))
+    state.resetter.kl_coef = state.cfg.algo.kl_coef
+    if fresh and base.stages:
+        state.optimizer, state.scheduler = make_optimizer(state.cfg, state.policy)
+
+
+def next_stage(state: TrainState, writer: MetricsWriter, display: Display) -> None:
+    """Start the stage that begins at ``state.step``: its settings, then a reset (reference
+    <- policy; AdamW re-initialised as the stage says, else only its learning rate set)."""
+    assert state.base_cfg is not None and state.resetter is not None
+    set_stage(state)
+    reset_optimizer = st.reset_optimizer_at(state.base_cfg, state.stage)
+    reset_reference(state, reset_optimizer)  # a new AdamW takes the stage's lr
+    if not reset_optimizer:
+        _set_lr(state, state.cfg.optim.lr)
+    state.resetter.restart(state.step)
+    fields = {"reason": "stage", "cause": {}, "reference": "policy",
+              "reset_optimizer": reset_optimizer}  # fmt: skip
+    state.resets.append(_stage_event(state, writer, display, "reset", fields))
+
+
+def _stage_event(
+    state: TrainState, writer: MetricsWriter, display: Display, kind: str, fields: dict
+) -> dict[str, Any]:
+    assert state.base_cfg is not None
+    span = st.stage_spans(state.base_cfg)[state.stage]
+    settings = st.describe(state.base_cfg, state.stage)
+    event = writer.event(state.step, kind, **fields, stage=state.stage, stage_name=span.name,
+                         settings=settings)  # fmt: skip
+    shown = ", ".join(f"{k}={v}" for k, v in settings.items()) or "base config"
+    what = "reset, " if kind == "reset" else ""
+    display.message(f"stage {state.stage} ({span.name}) at step {state.step}: {what}{shown}",
+                    "yellow")  # fmt: skip
+    return event
+
+
+def _set_lr(state: TrainState, lr: float) -> None:
+    """A new base learning rate for the kept AdamW (its moments stay); warm-up factors too."""
+    sched = state.scheduler
+    for group, old in zip(state.optimizer.param_groups, sched.base_lrs, strict=True):
+        group["lr"] = group["lr"] * lr / old
+        group["initial_lr"] = lr
+    sched.base_lrs = [lr for _ in sched.base_lrs]
+    sched._last_lr = [g["lr"] for g in state.optimizer.param_groups]
 
 
 def _eval_line(when: str, metrics: dict[str, float]) -> str:

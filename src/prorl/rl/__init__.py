@@ -1,4 +1,4 @@
-"""Pure tensor maths of the RL step: advantages, clipped loss, KL, filtering, entropy.
+"""Pure tensor maths of the RL step: advantages, clipped loss, KL, filtering, entropy, shaping.
 
 No model code lives here; every function takes tensors and returns tensors (losses return
 ``(loss, stats)`` with ``stats`` a flat dict of python floats). Formulas and the choices the
@@ -16,6 +16,7 @@ from prorl.rl.entropy import chunked_entropy, entropy_from_logits, selective_log
 from prorl.rl.filtering import DynamicBatch, informative_groups, is_informative
 from prorl.rl.kl import KL_ESTIMATORS, kl_penalty
 from prorl.rl.losses import AGG_MODES, aggregate, masked_mean, policy_loss, truncated_is_weights
+from prorl.rl.shaping import cosine_eta, length_penalty_on, overlong_rewards, shape_rewards
 
 __all__ = [
     "ADVANTAGES",
@@ -25,15 +26,19 @@ __all__ = [
     "aggregate",
     "chunked_entropy",
     "compute_advantages",
+    "cosine_eta",
     "drgrpo_advantages",
     "entropy_from_logits",
     "grpo_advantages",
     "informative_groups",
     "is_informative",
     "kl_penalty",
+    "length_penalty_on",
     "masked_mean",
+    "overlong_rewards",
     "policy_loss",
     "reinforce_pp_baseline_advantages",
     "selective_log_softmax",
+    "shape_rewards",
     "truncated_is_weights",
 ]
