@@ -246,3 +246,17 @@ def test_prorl_v1_stages_preset_has_the_paper_shape():
         False, True, True, True, True
     ]  # fmt: skip
     assert st.stage_spans(cfg)[-1].end - st.stage_spans(cfg)[-1].start == 200
+
+
+def test_display_names_the_stage(capsys):
+    from prorl.display import Display
+
+    plain = Display(4, 0, live=False)
+    plain.set_stage("long 2/2")
+    plain.step(0, {"train/reward": 0.5})
+    assert "step 1/4 [long 2/2]  reward 0.500" in capsys.readouterr().out
+    live = Display(4, 0, live=True)
+    live.set_stage("[b]old 1/2")  # a name that looks like markup is shown as it is
+    live.step(0, {"train/reward": 0.5})
+    live.close()
+    assert "train [[b]old 1/2]" in capsys.readouterr().out

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 # What one line shows, in order: (metric key, label, format)
@@ -62,7 +63,7 @@ class Display:
     def set_stage(self, label: str) -> None:
         """Name the current training stage next to the progress bar."""
         if self._progress is not None:
-            self._progress.update(self._task, description=f"train [{label}]")
+            self._progress.update(self._task, description=escape(f"train [{label}]"))
         else:
             self._stage = label
 
