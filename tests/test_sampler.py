@@ -155,7 +155,21 @@ def test_more_samples_than_batch_rows(tiny):
     small = HFSampler(model, tok, batch_size=3, bf16=False).generate(prompts, 7, params, 9)
     big = HFSampler(model, tok, batch_size=64, bf16=False).generate(prompts, 7, params, 9)
     assert [len(g) for g in small] == [7, 7]
-    assert [[s.token_ids for s in g] for g in small] == [[s.token_ids for s in g] for g in big]
+    # Same seeds on the same (prompt, j) rows. Not bit-identical: batches of 3 and of 14 rows
+    # round the logits differently (~1e-6), and the random tiny model's near-flat 49k-token
+    # distribution lets such a difference flip a later draw now and then. A seed landing on
+    # the wrong row would change the first tokens, so: every sample agrees from its start,
+    # nearly all tokens agree, and log-probs agree wherever the tokens do.
+    agree = total = 0
+    for ga, gb in zip(small, big, strict=True):
+        for sa, sb in zip(ga, gb, strict=True):
+            same = next((t for t, (x, y) in enumerate(zip(sa.token_ids, sb.token_ids, strict=False))
+                         if x != y), min(len(sa.token_ids), len(sb.token_ids)))  # fmt: skip
+            assert same >= 2, (sa.token_ids, sb.token_ids)
+            lp_a, lp_b = torch.tensor(sa.logprobs[:same]), torch.tensor(sb.logprobs[:same])
+            assert torch.allclose(lp_a, lp_b, atol=1e-4)
+            agree, total = agree + same, total + len(sb.token_ids)
+    assert agree >= 0.85 * total
 
 
 def test_top_p_never_samples_outside_the_nucleus():
