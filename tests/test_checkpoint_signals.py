@@ -88,3 +88,25 @@ def test_sigterm_during_first_validation_stops_between_chunks(tmp_path):
     )
     newest = ckpt.resume_point(run)
     assert newest is not None and ckpt.load_trainer(newest)["step"] == 0
+
+
+def test_resume_from_step_0_logs_step_0_once(tmp_path):
+    """The step-0 checkpoint of a stopped first validation: resuming runs step 0 again, so
+    its earlier rows are dropped (no duplicate row 0); stored validation chunks are kept."""
+    from prorl.metrics import append_jsonl
+    from prorl.runtime import rewind_run_dir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    append_jsonl(run / "metrics.jsonl", {"step": 0, "eval/reward": 0.1})
+    append_jsonl(run / "events.jsonl", {"step": 0, "event": "checkpoint"})
+    chunk = run / "eval" / "results" / "step_000000" / "toy-even.jsonl"
+    chunk.parent.mkdir(parents=True)
+    chunk.write_text('{"index": 0}\n')
+    rewind_run_dir(run, 0)
+    assert read_jsonl(run / "metrics.jsonl") == [] and read_jsonl(run / "events.jsonl") == []
+    assert chunk.read_text() == '{"index": 0}\n'
+    append_jsonl(run / "metrics.jsonl", {"step": 0})
+    append_jsonl(run / "metrics.jsonl", {"step": 1})
+    rewind_run_dir(run, 1)  # later checkpoints keep their own step's rows
+    assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [0, 1]

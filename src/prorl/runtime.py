@@ -160,8 +160,10 @@ def check_resume(cfg: Config, found: Path) -> list[str]:
 def rewind_run_dir(run_dir: Path, step: int) -> None:
     """Forget what a killed run wrote after checkpoint ``step``: those steps run again and
     would otherwise appear twice in the logs (or stale in RUN_DIR/eval)."""
+    # A step-0 checkpoint exists only when a signal stopped the first validation: step 0
+    # (its validation row and events) runs again, so its rows go too.
     for name in ("metrics.jsonl", "events.jsonl", SAMPLES):
-        truncate_jsonl(run_dir / name, step)
+        truncate_jsonl(run_dir / name, step if step > 0 else -1)
     results = run_dir / "eval" / "results"
     for label in results.glob("step_*") if results.is_dir() else []:
         if label.name[5:].isdigit() and int(label.name[5:]) > step:
