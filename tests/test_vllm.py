@@ -190,3 +190,36 @@ def test_model_with_unsupported_head_size_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "prorl: error: rollout.sampler" in err and "head size" in err and "16" in err
     assert not run.exists()
+
+
+def test_prorl_eval_with_the_vllm_sampler_is_seeded_and_frees_its_engine(tmp_path):
+    """`prorl eval --sampler vllm`: every problem stored with n scored samples (toy-even: reward
+    = share of even token ids), the same
+    samples again in a fresh directory (per-problem seeds), and the engine closed after."""
+    pytest.importorskip("vllm")
+    import tempfile
+    from pathlib import Path
+
+    from prorl.evaluate import store
+    from prorl.evaluate.runner import EvalSettings, run_evaluation
+
+    _, tok = load_policy("tiny")
+    folder = tmp_path / "model"
+    small_llama(tok, seed=1).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    settings = EvalSettings(n=4, max_new_tokens=8, problems=3, split="test")
+    before = set(Path(tempfile.gettempdir()).glob("prorl-vllm-*"))
+    texts = []
+    for out in (tmp_path / "a", tmp_path / "b"):
+        new = run_evaluation([f"m={folder}"], ["toy-even"], out, settings, sampler="vllm",
+                             batch_size=8, log=None)  # fmt: skip
+        assert new == {"m": 3}
+        rows = store.read_rows(store.results_path(out, "m", "toy-even"))
+        assert sorted(r["index"] for r in rows) == [0, 1, 2]
+        assert all(len(r["samples"]) == 4 for r in rows)
+        assert all(0.0 <= s["reward"] <= 1.0 and s["num_tokens"] >= 1
+                   for r in rows for s in r["samples"])  # fmt: skip
+        texts.append([s["text"] for r in sorted(rows, key=lambda r: r["index"])
+                      for s in r["samples"]])  # fmt: skip
+    assert texts[0] == texts[1]
+    assert set(Path(tempfile.gettempdir()).glob("prorl-vllm-*")) == before  # engines closed

@@ -71,6 +71,12 @@ def add_parsers(subparsers: Any) -> None:
         action="store_true",
         help="sample under CPU bf16 autocast (off by default: it decoded ~3x slower here)",
     )
+    ev.add_argument(
+        "--sampler",
+        choices=("hf", "vllm"),
+        default="hf",
+        help="hf (default) or vllm (needs the vllm extra; several times faster, docs/vllm.md)",
+    )
     ev.add_argument("--report", action="store_true", help="also write the report when done")
     ev.set_defaults(func=run_eval)
 
@@ -131,6 +137,7 @@ def run_eval(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             batch_size=args.batch_size,
             bf16=args.bf16_autocast,
+            sampler=args.sampler,
             verify_timeout_s=args.verify_timeout,
         )
     except ValueError as e:  # includes UnknownTaskError and ModelLoadError
