@@ -223,3 +223,23 @@ def test_prorl_eval_with_the_vllm_sampler_is_seeded_and_frees_its_engine(tmp_pat
                       for s in r["samples"]])  # fmt: skip
     assert texts[0] == texts[1]
     assert set(Path(tempfile.gettempdir()).glob("prorl-vllm-*")) == before  # engines closed
+
+
+def test_a_step_full_of_seeded_requests_does_not_split_a_prompt():
+    """8 prompts x 64 samples of ~125 tokens overflow vLLM's default 4096-token CPU step.
+    With chunked prefill a request was split, and vLLM's rewind of its seeded generator
+    crashed the engine ("CPU Generator does not use offset"), as in `prorl eval --n 64`."""
+    pytest.importorskip("vllm")
+    from prorl.sampling.vllm import VLLMSampler
+
+    _, tok = load_policy("tiny")
+    model = small_llama(tok)
+    sampler = VLLMSampler(model, tok, seed=0, kv_cache_gb=0.25, max_num_seqs=64)
+    try:
+        prompts = _prompts(tok, words=tuple(range(90, 98)))
+        assert sum(len(p) for p in prompts) * 64 > 4096
+        out = sampler.generate(prompts, 64, SamplingParams(0.6, 0.95, 4), seed=3)
+        assert [len(g) for g in out] == [64] * 8
+        assert all(1 <= len(s.token_ids) <= 4 for g in out for s in g)
+    finally:
+        sampler.close()

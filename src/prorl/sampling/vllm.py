@@ -96,6 +96,15 @@ class VLLMSampler:
             if self.on_gpu
             else {"kv_cache_memory_bytes": int(kv_cache_gb * (1 << 30))}
         )
+        if not self.on_gpu:
+            # A prompt prefilled in two chunks has its first sampled token discarded, and
+            # vLLM then rewinds the request's seeded generator, which CPU generators cannot
+            # do ("CPU Generator does not use offset"): 64 samples of a 100-token prompt
+            # already exceed the default 4096-token step. So prompts are prefilled whole,
+            # with a step budget that fits the longest one.
+            model_len = max_model_len or int(policy.config.max_position_embeddings)
+            memory |= {"enable_chunked_prefill": False,
+                       "max_num_batched_tokens": max(4096, model_len)}  # fmt: skip
         try:
             with _preserve_process_state():
                 self.llm = vllm.LLM(
