@@ -174,3 +174,38 @@ def test_rollout_worker_killed_mid_step_is_replaced_and_step_completes(
     # the redone share drew the same samples: step 1 equals the undisturbed run's
     assert rec["ids"] == ref["ids"][: len(rec["ids"])]
     assert rec["rewards"] == ref["rewards"][: len(rec["rewards"])]
+
+
+def test_learner_rank_death_stops_with_a_checkpoint_then_resumes(
+    cluster: None, tmp_path: Path
+) -> None:
+    import prorl.train
+    from prorl.scale import LearnerFailed, Scale
+
+    run_dir = tmp_path / "run"
+    cfg = _config(run_dir, "steps=3", "scale.backend=ray", "scale.learner_procs=2",
+                  "scale.rollout_workers=1")  # fmt: skip
+    scales: list[Scale] = []
+    start, step = Scale.start.__func__, prorl.train.rl_step  # type: ignore[attr-defined]
+
+    def record_start(cls: type, cfg: Config) -> Scale:
+        scales.append(start(cls, cfg))
+        return scales[-1]
+
+    def step_or_kill(state: Any) -> Any:
+        if state.step == 2:  # learner rank 1 dies before step 3
+            ray.kill(scales[0].followers[0])
+        return step(state)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Scale, "start", classmethod(record_start))
+        mp.setattr(prorl.train, "rl_step", step_or_kill)
+        with pytest.raises(LearnerFailed, match="resume"):
+            run_training(cfg, live=False)
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    failed = [e for e in events if e["event"] == "learner_failed"]
+    assert len(failed) == 1 and failed[0]["step"] == 3
+    assert failed[0]["checkpoint"].endswith("step_00000002")
+    # resume with one learner process: the run finishes
+    run_training(load_run_config(run_dir, ["scale.learner_procs=1"]), live=False)
+    assert (run_dir / "checkpoints" / "step_00000003" / "COMPLETE").exists()

@@ -33,13 +33,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _error(str(e))
     from prorl.checkpoint import CheckpointSaveError
     from prorl.runtime import run_training
+    from prorl.scale import LearnerFailed
     from prorl.train import TrainingStopped
 
     try:
         final = run_training(cfg)
     except (ConfigError, ModelLoadError) as e:
         return _error(str(e))
-    except CheckpointSaveError as e:
+    except (CheckpointSaveError, LearnerFailed) as e:
         return _error(str(e), 1)
     except TrainingStopped as e:
         print(f"{e}; continue with: prorl train --resume {cfg.run_dir}", file=sys.stderr)

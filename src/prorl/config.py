@@ -258,7 +258,6 @@ class ScaleConfig:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0  # rollout workers and learner ranks; NCCL when > 0
     placement: str = "PACK"  # Ray placement group strategy: PACK | SPREAD | STRICT_PACK | ...
-    fsdp: bool = False  # shard the learner with FSDP2 (fully_shard) instead of DDP: untested
     timeout_s: float = 600.0  # a collective waiting longer than this means a learner is gone
 
     def __post_init__(self) -> None:

@@ -237,7 +237,7 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
                 writer.event(state.step, "resume", checkpoint=str(found), changed=changed)
             display = Display(cfg.steps, state.step, live) if scale.is_main else QuietDisplay()
             try:
-                with stop_on_signals(state, display):
+                with stop_on_signals(state, display), scale.learner_failures(writer, state):
                     final = train_loop(
                         state, writer, display, make_validate(cfg, own_dir, state.scorer, val_tasks)
                     )
@@ -288,7 +288,9 @@ def stop_on_signals(state: TrainState, display: Display) -> Iterator[None]:
         return
 
     def handler(signum: int, _frame: Any) -> None:
-        if state.stop_requested:
+        # Learner ranks would see the signal at different points of the step and disagree
+        # on when to stop: a group stops at once and resumes from its newest checkpoint.
+        if state.stop_requested or state.learner is not None:
             raise KeyboardInterrupt
         state.stop_requested = True
         display.message(

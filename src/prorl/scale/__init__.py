@@ -18,9 +18,14 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+
+class LearnerFailed(RuntimeError):
+    """A learner rank died or a collective failed: the run stopped; resume from the newest
+    complete checkpoint."""
 
 
 class Scale:
@@ -140,6 +145,30 @@ class Scale:
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
 
+    @contextlib.contextmanager
+    def learner_failures(self, writer: Any, state: Any) -> Iterator[None]:
+        """A collective that fails (a rank died: gloo/NCCL raise RuntimeError) stops the run
+        with an event and the checkpoint to resume from, instead of a bare traceback."""
+        if self.world == 1:
+            yield
+            return
+        try:
+            yield
+        except RuntimeError as e:
+            from prorl.checkpoint import resume_point
+
+            if isinstance(e, LearnerFailed):
+                raise
+            last = resume_point(Path(self.cfg.run_dir))
+            first = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+            writer.event(state.step + 1, "learner_failed", error=first,
+                         checkpoint=str(last) if last else None)  # fmt: skip
+            where = f"checkpoint {last}" if last else "no checkpoint yet"
+            raise LearnerFailed(
+                f"learner group failed during step {state.step + 1} ({first}); {where}: "
+                f"continue with prorl train --resume {self.cfg.run_dir}"
+            ) from e
+
     # -- the swapped objects
 
     def run_dir(self, run_dir: Path) -> Path:
@@ -201,7 +230,7 @@ class Scale:
             return None
         from prorl.scale.learner import DataParallel
 
-        return DataParallel(policy, fsdp=self.cfg.scale.fsdp)
+        return DataParallel(policy)
 
 
 class LearnerRank:

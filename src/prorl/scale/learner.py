@@ -18,7 +18,7 @@ import contextlib
 import datetime
 import os
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -54,14 +54,13 @@ def close_group() -> None:
 class DataParallel:
     """The learner-side hooks ``prorl.train.update_policy`` calls when K > 1 ranks train.
 
-    ``model`` wraps the policy in DDP (or shards it with FSDP2's ``fully_shard``, untested);
-    the wrapper is built on first use so it sees the restored weights of a resumed run
-    (DDP also broadcasts rank 0's parameters when built)."""
+    ``model`` wraps the policy in DDP, built on first use so that it sees the restored
+    weights of a resumed run (DDP also broadcasts rank 0's parameters when built). FSDP2 is
+    not offered yet: docs/scaling.md says what it needs."""
 
-    def __init__(self, policy: Any, fsdp: bool = False) -> None:
+    def __init__(self, policy: Any) -> None:
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.policy = policy
-        self.fsdp = fsdp
         self._model: Any = None
 
     @property
@@ -71,17 +70,10 @@ class DataParallel:
     @property
     def model(self) -> Any:
         if self._model is None:
-            if self.fsdp:
-                from torch.distributed.fsdp import fully_shard
+            from torch.nn.parallel import DistributedDataParallel as DDP
 
-                for layer in self.policy.model.layers:  # HF decoder layers, then the root
-                    fully_shard(layer)
-                self._model = fully_shard(self.policy)
-            else:
-                from torch.nn.parallel import DistributedDataParallel as DDP
-
-                # buffers (rotary tables) are identical on every rank: no per-step broadcast
-                self._model = DDP(self.policy, forward_sync_buffers=False)
+            # buffers (rotary tables) are identical on every rank: no per-step broadcast
+            self._model = DDP(self.policy, forward_sync_buffers=False)
         return self._model
 
     def shard(self, ids: Sequence[int], micro_batch_size: int) -> list[tuple[list[int], float]]:
@@ -91,8 +83,6 @@ class DataParallel:
         """Gradients are reduced on the last micro-batch of a mini-batch only."""
         if last:
             return contextlib.nullcontext()
-        if self.fsdp:
-            return _fsdp_no_sync(self.model)
         return self.model.no_sync()  # type: ignore[no-any-return]
 
     def gather_stats(self, stats: dict[str, list[float]]) -> dict[str, list[float]]:
@@ -125,15 +115,6 @@ def shard_micro_batches(
     while len(out) < most:
         out.append(([ids[0]], 0.0))
     return out
-
-
-@contextlib.contextmanager
-def _fsdp_no_sync(model: Any) -> Iterator[None]:
-    model.set_requires_gradient_sync(False)
-    try:
-        yield
-    finally:
-        model.set_requires_gradient_sync(True)
 
 
 def broadcast(value: Any, src: int = 0) -> Any:
