@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,6 +81,9 @@ def _assert_params_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[None]:
+    # as prorl.scale does for its own local cluster: no Ray OOM kills caused by other
+    # processes on a shared machine (a real kill is what the fault tests inject)
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     ray.init(num_cpus=6, include_dashboard=False, _node_ip_address="127.0.0.1")
     yield
     ray.shutdown()

@@ -76,6 +76,9 @@ class Scale:
         s = self.cfg.scale
         if not ray.is_initialized():
             if s.address is None:  # a private local cluster on loopback, sized to the job
+                # Ray's memory monitor kills workers when the *machine* passes 95% memory, on
+                # a shared box also because of other users' processes: the kernel decides.
+                os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
                 need = (
                     s.rollout_workers + s.verifier_workers + s.learner_procs
                 ) * s.cpus_per_worker
