@@ -80,24 +80,27 @@ def _warn_no_bf16() -> None:
 
 
 @contextlib.contextmanager
-def _attention(model: Any, training: bool) -> Iterator[None]:
-    """Eager attention for passes that backpropagate, on CPU.
+def _attention(model: Any) -> Iterator[None]:
+    """Eager attention for the trainer's passes on CPU.
 
     torch's CPU flash-attention backward took 26% of a SmolLM2 forward/backward at 154
     tokens (more than all the matmuls of the attention layers), eager attention's backward a
-    few percent: 1.2-1.5x faster per micro-batch (docs/benchmarks.md). Forward-only passes
-    and GPUs keep the model's own implementation.
+    few percent: 1.2-1.5x faster per micro-batch (docs/benchmarks.md). Every trainer pass
+    uses it, with or without gradients: the policy, pi_old and the reference must be computed
+    the same way, or a fresh reset's KL and the first ratio are not exactly 0 and 1. A DDP
+    wrapper is switched through the module it wraps. GPUs keep the model's implementation.
     """
-    config = getattr(model, "config", None)
+    inner = getattr(model, "module", model)
+    config = getattr(inner, "config", None)
     current = getattr(config, "_attn_implementation", None)
-    if not training or current in (None, "eager") or _device_type(model) != "cpu":
+    if current in (None, "eager") or _device_type(model) != "cpu":
         yield
         return
-    model.set_attn_implementation("eager")
+    inner.set_attn_implementation("eager")
     try:
         yield
     finally:
-        model.set_attn_implementation(current)
+        inner.set_attn_implementation(current)
 
 
 def _device_type(model: Any) -> str:
@@ -114,7 +117,7 @@ def response_logprobs(
     divided by ``temperature`` (as the sampler does), and optionally the entropy ``[B, R]``
     of that distribution (detached: it is a metric, not part of the loss)."""
     r_w = batch.response_ids.shape[1]
-    with autocast(bf16), _attention(model, torch.is_grad_enabled()):
+    with autocast(bf16), _attention(model):
         logits = model(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
