@@ -99,11 +99,6 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     return run_dir, rec
 
 
-@pytest.mark.xfail(
-    reason="since b0e5dc5 one process backpropagates through eager attention and the DDP "
-    "wrapper through sdpa: step-2 weights differ beyond rounding and samples diverge (open)",
-    strict=False,
-)
 def test_two_rollout_workers_and_two_learners_match_one_process_then_resume(
     cluster: None, reference: tuple[Path, dict[str, list[Any]]], tmp_path: Path
 ) -> None:
