@@ -35,3 +35,14 @@ def derive_seed(*parts: int | str) -> int:
     """A 63-bit seed from any tuple of ints/strings, stable across processes and runs."""
     h = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
     return int.from_bytes(h, "little") & ((1 << 63) - 1)
+
+
+def per_prompt_seeds(seed: int | Sequence[int], count: int) -> list[int]:
+    """One seed per prompt: given ones checked for count, or derived from one int and the
+    prompt's position (as every Sampler does)."""
+    if isinstance(seed, int):
+        return [derive_seed(seed, i) for i in range(count)]
+    seeds = list(seed)
+    if len(seeds) != count:
+        raise ValueError(f"got {len(seeds)} seeds for {count} prompts")
+    return seeds

@@ -23,7 +23,7 @@ import torch
 
 from prorl.models import eos_token_ids
 from prorl.policy import autocast
-from prorl.sampling.base import derive_seed
+from prorl.sampling.base import derive_seed, per_prompt_seeds
 from prorl.types import Sample, SamplingParams
 
 # One unit of work: a prompt and the sample indices drawn from one prefill of it.
@@ -52,7 +52,7 @@ class HFSampler:
         params: SamplingParams,
         seed: int | Sequence[int],
     ) -> list[list[Sample]]:
-        seeds = _per_prompt_seeds(seed, len(prompts))
+        seeds = per_prompt_seeds(seed, len(prompts))
         units: list[Unit] = [
             (i, list(range(j, min(j + self.batch_size, n))))
             for i in range(len(prompts))
@@ -190,15 +190,6 @@ def _sample(logprobs: torch.Tensor, top_p: float, gens: list[torch.Generator]) -
     u = u.to(cdf.device) * cdf[:, -1]
     token = torch.searchsorted(cdf, u[:, None], right=True)[:, 0]
     return token.clamp(max=logprobs.shape[-1] - 1)
-
-
-def _per_prompt_seeds(seed: int | Sequence[int], count: int) -> list[int]:
-    if isinstance(seed, int):
-        return [derive_seed(seed, i) for i in range(count)]
-    seeds = list(seed)
-    if len(seeds) != count:
-        raise ValueError(f"got {len(seeds)} seeds for {count} prompts")
-    return seeds
 
 
 def _device(model: Any) -> torch.device:

@@ -38,8 +38,7 @@ import torch
 
 from prorl.config import Config, ConfigError
 from prorl.models import eos_token_ids
-from prorl.sampling.base import derive_seed
-from prorl.sampling.hf import _per_prompt_seeds
+from prorl.sampling.base import derive_seed, per_prompt_seeds
 from prorl.types import Sample, SamplingParams
 
 log = logging.getLogger("prorl")
@@ -154,7 +153,7 @@ class VLLMSampler:
         from vllm import SamplingParams as VParams
         from vllm.inputs import TokensPrompt
 
-        seeds = _per_prompt_seeds(seed, len(prompts))
+        seeds = per_prompt_seeds(seed, len(prompts))
         if self._asleep:
             self._wake(sorted(self._asleep))
         # One request per sample, seeded like the HF sampler's rows: sample j of a prompt

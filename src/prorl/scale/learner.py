@@ -140,9 +140,9 @@ class CollectiveSampler:
     def generate(
         self, prompts: Sequence[Sequence[int]], n: int, params: Any, seed: int | Sequence[int]
     ) -> list[list[Sample]]:
-        from prorl.sampling.hf import _per_prompt_seeds
+        from prorl.sampling.base import per_prompt_seeds
 
-        seeds = _per_prompt_seeds(seed, len(prompts))
+        seeds = per_prompt_seeds(seed, len(prompts))
         if not self.split:
             out = self.inner.generate(prompts, n, params, seeds) if self.rank == 0 else None
             return broadcast(out)  # type: ignore[no-any-return]

@@ -165,9 +165,9 @@ class RaySampler:
         params: SamplingParams,
         seed: int | Sequence[int],
     ) -> list[list[Sample]]:
-        from prorl.sampling.hf import _per_prompt_seeds
+        from prorl.sampling.base import per_prompt_seeds
 
-        seeds = _per_prompt_seeds(seed, len(prompts))
+        seeds = per_prompt_seeds(seed, len(prompts))
         k = len(self.workers)
         owned = [list(range(r, len(prompts), k)) for r in range(k)]
         shares = [
