@@ -53,13 +53,18 @@ def test_sigterm_finishes_step_checkpoints_and_resumes(tmp_path):
 
 def test_second_signal_exits_at_once_without_broken_checkpoint(tmp_path):
     run = tmp_path / "run"
-    proc = _start(run, tmp_path, "checkpoint.every=1")
+    # longer responses so that the second signal usually lands inside the step or the save
+    proc = _start(run, tmp_path, "checkpoint.every=1", "rollout.max_new_tokens=48")
     _wait_for_step(proc, run, 2)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=300) == 130
-    assert "interrupted" in (tmp_path / "stderr.txt").read_text()
+    err = (tmp_path / "stderr.txt").read_text()
+    # stopped at once ("interrupted"), or the first stop had already finished and the second
+    # signal came during shutdown: either way a clean exit, never a traceback
+    assert "interrupted" in err or "continue with: prorl train --resume" in err, err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
     # whatever was being saved is gone or complete; the newest complete one loads
     names = [p.name for p in (run / "checkpoints").iterdir()]
     assert not [n for n in names if n.startswith(ckpt.TMP_PREFIX)], names

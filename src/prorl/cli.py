@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 from typing import Any
 
@@ -11,6 +13,19 @@ from typing import Any
 def _error(message: str, code: int = 2) -> int:
     print(f"prorl: error: {message}", file=sys.stderr)
     return code
+
+
+def _exit_quietly_on_signal() -> None:
+    """After a signal-requested stop the checkpoint is on disk; a second signal during
+    interpreter shutdown would print a KeyboardInterrupt traceback from whatever atexit hook
+    runs. Exit 130 at once instead: nothing is left to lose."""
+
+    def handler(_signum: int, _frame: Any) -> None:
+        sys.stderr.flush()
+        os._exit(130)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -43,6 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (CheckpointSaveError, LearnerFailed) as e:
         return _error(str(e), 1)
     except TrainingStopped as e:
+        _exit_quietly_on_signal()
         print(f"{e}; continue with: prorl train --resume {cfg.run_dir}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
