@@ -43,6 +43,9 @@ class ModelConfig:
     dtype: str = "float32"  # master weights; compute uses bf16 autocast when enabled
     bf16: bool = True  # CPU autocast to bf16 in the trainer's forward/backward passes
     gradient_checkpointing: bool = False
+    # torch.compile (inductor) the trainer's passes: fuses the casts and elementwise ops
+    # around the matmuls. One-off compile of minutes; see docs/benchmarks.md for the gain.
+    compile: bool = False
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,15 +111,38 @@ def _device_type(model: Any) -> str:
         return "cpu"
 
 
+_COMPILED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def compiled(model: Any) -> Any:
+    """The ``torch.compile`` wrapper of ``model`` (inductor, dynamic shapes: micro-batches
+    differ in length), made once per module and sharing its parameters.
+
+    Measured on SmolLM2-135M, one thread, bf16 autocast: a forward 1.7x and a
+    forward/backward 1.4x faster than eager, after a one-off compile of 1-5 CPU minutes
+    per graph (policy with gradients, policy without, reference). Inductor fuses and rounds
+    differently from eager, and the graph with gradients differently from the one without:
+    log-probs move by bf16 noise (~0.06 nats/token mean on random tokens), so a fresh reset's
+    KL or a recomputed pi_old ratio are that close to 0 and 1 rather than exact."""
+    net = _COMPILED.get(model)
+    if net is None:
+        net = torch.compile(model, dynamic=True)
+        _COMPILED[model] = net
+    return net
+
+
 def response_logprobs(
-    model: Any, batch: PackedBatch, temperature: float, bf16: bool, with_entropy: bool = False
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    model: Any, batch: PackedBatch, temperature: float, bf16: bool, with_entropy: bool = False,
+    compile: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
     """Log-probs ``[B, R]`` (float32) of the response tokens under ``model`` with logits
     divided by ``temperature`` (as the sampler does), and optionally the entropy ``[B, R]``
-    of that distribution (detached: it is a metric, not part of the loss)."""
+    of that distribution (detached: it is a metric, not part of the loss). ``compile`` runs
+    the model through :func:`compiled`."""
     r_w = batch.response_ids.shape[1]
+    net = compiled(model) if compile else model
     with autocast(bf16), _attention(model):
-        logits = model(
+        logits = net(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,

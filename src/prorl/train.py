@@ -231,7 +231,7 @@ def update_policy(state: TrainState, groups: list[Group], advantages: torch.Tens
         for p, m in zip(packed, micro, strict=True)
     ]
     counts = [len(s[1]) * float(s[3]) for s in seqs]  # valid response tokens per sequence
-    temp, bf16 = cfg.rollout.temperature, cfg.model.bf16
+    temp, bf16, comp = cfg.rollout.temperature, cfg.model.bf16, cfg.model.compile
     need_old = algo.old_logprobs == "trainer" and (algo.mini_batches > 1 or algo.epochs > 1)
     old, ref = [], []
     sampler_lp = [_pad_logprobs([seqs[i][2] for i in m], p.response_ids.shape[1])
@@ -239,11 +239,11 @@ def update_policy(state: TrainState, groups: list[Group], advantages: torch.Tens
     with torch.no_grad():  # frozen quantities, computed once before any update
         for j, p in enumerate(packed):
             if need_old:
-                old.append(response_logprobs(state.policy, p, temp, bf16)[0])
+                old.append(response_logprobs(state.policy, p, temp, bf16, compile=comp)[0])
             elif algo.old_logprobs == "sampler":
                 old.append(sampler_lp[j])
             if state.ref is not None and algo.kl_coef > 0:
-                ref.append(response_logprobs(state.ref, p, temp, bf16)[0])
+                ref.append(response_logprobs(state.ref, p, temp, bf16, compile=comp)[0])
 
     model = dp.model if dp else state.policy  # DDP's wrapper: its backward sums gradients
     stats: dict[str, list[float]] = defaultdict(list)
@@ -256,7 +256,7 @@ def update_policy(state: TrainState, groups: list[Group], advantages: torch.Tens
                 p, m, mask = packed[j], micro[j], masks[j]
                 sync = dp.sync(last=j == mini[-1]) if dp else contextlib.nullcontext()
                 with sync:
-                    logprobs, entropy = response_logprobs(model, p, temp, bf16, epoch == 0)
+                    logprobs, entropy = response_logprobs(model, p, temp, bf16, epoch == 0, comp)
                     old_lp = old[j] if old else logprobs.detach()
                     adv = advantages[m]  # [b]
                     record = epoch == 0 and weight[j] > 0
