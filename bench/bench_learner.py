@@ -87,8 +87,9 @@ def rollout_batch(cfg: Any, tokenizer: Any, vocab: int) -> list[Group]:
 
 
 def before_response_logprobs(
-    model: Any, batch: Any, temperature: float, bf16: bool, with_entropy: bool = False
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    model: Any, batch: Any, temperature: float, bf16: bool, with_entropy: bool = False,
+    compile: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
     """``prorl.policy.response_logprobs`` as it was at 231f562, for the ``before`` variant."""
     from prorl.policy import autocast
     from prorl.rl import chunked_entropy, selective_log_softmax
@@ -155,7 +156,12 @@ def main() -> None:
     peaks: dict[str, list[float]] = {"wall": [], "cpu": []}
     times: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
     now = train_mod.response_logprobs
-    learner_seconds(base, policy, ref, tokenizer, groups)  # warm-up
+    warmup = {}  # per variant: a compiled one builds its graphs here (minutes)
+    for v in variants:
+        train_mod.response_logprobs = before_response_logprobs if "before" in v.split() else now
+        warmup[v or "default"] = learner_seconds(cfgs[v], policy, ref, tokenizer, groups)
+        train_mod.response_logprobs = now
+        policy.load_state_dict(init)
     for _ in range(args.repeats):  # interleaved: the machine is shared, load drifts
         pk = matmul_peak()
         for k in peaks:
@@ -193,6 +199,7 @@ def main() -> None:
             "fraction_of_peak_cpu": flop / cpu / 1e9 / peak["cpu"],
             "fraction_of_peak_cpu_6N": flop_usual / cpu / 1e9 / peak["cpu"],
         }
+        r["warmup_wall_s_cpu_s"] = warmup[v or "default"]
         rows[v or "default"] = r
         print(
             f"  {v or 'default':28s} update {wall:6.1f}s wall {cpu:6.1f}s CPU/thread  "

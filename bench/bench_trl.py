@@ -290,6 +290,9 @@ def child_trl(job: dict[str, Any]) -> dict[str, Any]:
         output_dir=str(Path(job["tmp"]) / "trl-out"),
         use_cpu=True,
         bf16=bool(c["model"]["bf16"]),
+        # prorl's model.compile=true is matched by TRL's own switch (the Trainer compiles
+        # the training model; generation runs the unwrapped one, as prorl's sampler does)
+        torch_compile=bool(c["model"].get("compile", False)),
         max_steps=job["steps"],
         per_device_train_batch_size=micro,
         gradient_accumulation_steps=per_step // micro,
