@@ -145,11 +145,13 @@ def save_checkpoint(
     trainer: dict[str, Any],
     config: dict[str, Any],
     before_rename: Callable[[Path], None] | None = None,
+    full: dict[str, Any] | None = None,
 ) -> Path:
     """Write checkpoint ``step`` atomically and return its directory.
 
     Any failure (disk full, ...) removes the temporary directory and re-raises: the
-    previous checkpoints are never touched. ``before_rename`` is a test hook.
+    previous checkpoints are never touched. ``before_rename`` is a test hook. ``full``: the
+    gathered ``policy`` and ``reference`` state dicts of sharded (FSDP2) models.
     """
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -159,10 +161,11 @@ def save_checkpoint(
     _quiet_hf()
     try:
         tmp.mkdir()
-        policy.save_pretrained(tmp / "policy")
+        full = full or {}
+        policy.save_pretrained(tmp / "policy", state_dict=full.get("policy"))
         tokenizer.save_pretrained(tmp / "policy")
         if ref is not None:
-            torch.save(ref.state_dict(), tmp / "reference.pt")
+            torch.save(full.get("reference") or ref.state_dict(), tmp / "reference.pt")
         torch.save({**trainer, "step": step}, tmp / "trainer.pt")
         (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         _fsync_tree(tmp)
@@ -216,11 +219,19 @@ def load_weights(model: Any, folder: Path) -> None:
 
     _quiet_hf()
     saved = AutoModelForCausalLM.from_pretrained(folder, dtype=next(model.parameters()).dtype)
-    model.load_state_dict(saved.state_dict())
+    _load_full(model, saved.state_dict())
 
 
 def load_reference(ref: Any, ckpt: Path) -> None:
-    ref.load_state_dict(torch.load(ckpt / "reference.pt", weights_only=True))
+    _load_full(ref, torch.load(ckpt / "reference.pt", weights_only=True))
+
+
+def _load_full(model: Any, state: dict[str, Any]) -> None:
+    """``model.load_state_dict`` of a whole state dict; an FSDP2-sharded model keeps its
+    shards of it (collective: every rank of the group loads the same checkpoint)."""
+    from prorl.scale.fsdp import load_model_state
+
+    load_model_state(model, state)
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -300,11 +311,13 @@ def trainer_state(state: TrainState) -> dict[str, Any]:
 
 def restore_state(state: TrainState, folder: Path) -> None:
     """Load checkpoint ``folder`` into a freshly built ``state`` (same config)."""
+    from prorl.scale.fsdp import load_optimizer_state
+
     load_weights(state.policy, folder / "policy")
     if state.ref is not None:
         load_reference(state.ref, folder)
     saved = load_trainer(folder)
-    state.optimizer.load_state_dict(saved["optimizer"])
+    load_optimizer_state(state.policy, state.optimizer, saved["optimizer"])
     state.scheduler.load_state_dict(saved["scheduler"])
     state.mixture.load_state_dict(saved["mixture"])
     state.resets = list(saved["resets"])
@@ -320,13 +333,17 @@ def save_state(state: TrainState, run_dir: Path) -> Path:
     """Write a checkpoint of ``state`` and prune old ones; a failure raises
     CheckpointSaveError and leaves the previous checkpoints as they were."""
     c = state.cfg.checkpoint
+    # FSDP2: every rank takes part in gathering the whole weights; rank 0 gets them
+    full = state.learner.full_state(state) if state.learner is not None else None
     if state.learner is not None and not state.learner.is_main:  # rank 0 writes it
         state.learner.barrier()
         return run_dir / "checkpoints" / step_name(state.step)
     try:
         folder = save_checkpoint(
             run_dir, state.step, state.policy, state.tokenizer, state.ref,
-            trainer_state(state), to_dict(state.base_cfg or state.cfg),  # the run's, not a stage's
+            {**trainer_state(state), **(full or {}).get("trainer", {})},
+            to_dict(state.base_cfg or state.cfg),  # the run's, not a stage's
+            full=full,
         )  # fmt: skip
     except OSError as e:
         raise CheckpointSaveError(

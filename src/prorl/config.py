@@ -262,6 +262,9 @@ class ScaleConfig:
     gpus_per_worker: float = 0.0  # rollout workers and learner ranks; NCCL when > 0
     placement: str = "PACK"  # Ray placement group strategy: PACK | SPREAD | STRICT_PACK | ...
     timeout_s: float = 600.0  # a collective waiting longer than this means a learner is gone
+    # ddp: every rank holds the whole policy, reference and AdamW state; fsdp2: they are
+    # sharded across the learner ranks (torch fully_shard per decoder layer; needs Ray)
+    learner_strategy: str = "ddp"
 
     def __post_init__(self) -> None:
         _check(self.backend in ("local", "ray"), "scale.backend", "choose local or ray")
@@ -273,6 +276,8 @@ class ScaleConfig:
         strategies = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
         _check(self.placement in strategies, "scale.placement", f"one of {', '.join(strategies)}")
         _check(self.timeout_s > 0, "scale.timeout_s", "must be > 0")
+        _check(self.learner_strategy in ("ddp", "fsdp2"), "scale.learner_strategy",
+               "choose ddp or fsdp2")  # fmt: skip
         _check(
             self.backend == "ray" or self.learner_procs == 1, "scale.learner_procs",
             "needs scale.backend=ray (or launch with torchrun: docs/scaling.md)",

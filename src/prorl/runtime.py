@@ -204,9 +204,10 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
             policy.gradient_checkpointing_enable()
             policy.config.use_cache = False
         ref = frozen_copy(policy) if cfg.algo.kl_coef > 0 else None
-        optimizer, scheduler = make_optimizer(cfg, policy)
         # may refuse the model: nothing kept yet (Ray: starts the rollout actors)
         sampler = scale.sampler(lambda: make_sampler(cfg, policy, tokenizer), policy)
+        scale.shard(policy, ref)  # FSDP2: in place, after the actors got whole weights
+        optimizer, scheduler = make_optimizer(cfg, policy)
         targets = {
             s.name: pool_target(s, t)
             for s, t in zip(train_specs, train_tasks.values(), strict=True)

@@ -58,6 +58,11 @@ class Scale:
         if world > 1 and s.backend == "ray" and rank == 0 and "PRORL_RAY_LEARNER" not in os.environ:
             raise ConfigError("scale.backend=ray starts its own learner ranks: launch it "
                               "without torchrun (scale.learner_procs sets their number)")  # fmt: skip
+        if world > 1 and s.backend == "local" and s.learner_strategy == "fsdp2":
+            raise ConfigError("scale.learner_strategy=fsdp2: under torchrun every rank samples "
+                              "with its own policy, which FSDP2 shards; use scale.backend=ray "
+                              "scale.learner_procs=N without torchrun (rollout actors hold "
+                              "whole copies), or scale.learner_strategy=ddp")  # fmt: skip
         scale = cls(cfg, rank, world)
         if s.backend == "ray" and rank == 0:
             scale._start_ray()
@@ -228,9 +233,27 @@ class Scale:
 
         return CollectiveScorer(scorer)
 
+    @property
+    def fsdp(self) -> bool:
+        return self.world > 1 and self.cfg.scale.learner_strategy == "fsdp2"
+
+    def shard(self, policy: Any, ref: Any | None) -> None:
+        """FSDP2: shard the policy and the reference in place, before the optimizer sees
+        the parameters (prorl.scale.fsdp). DDP and one process: nothing."""
+        if self.fsdp:
+            from prorl.scale.fsdp import shard_model
+
+            shard_model(policy)
+            if ref is not None:
+                shard_model(ref)
+
     def learner(self, policy: Any) -> Any:
         if self.world == 1:
             return None
+        if self.fsdp:
+            from prorl.scale.fsdp import FullyShardedLearner
+
+            return FullyShardedLearner(policy)
         from prorl.scale.learner import DataParallel
 
         return DataParallel(policy)

@@ -55,8 +55,9 @@ class DataParallel:
     """The learner-side hooks ``prorl.train.update_policy`` calls when K > 1 ranks train.
 
     ``model`` wraps the policy in DDP, built on first use so that it sees the restored
-    weights of a resumed run (DDP also broadcasts rank 0's parameters when built). FSDP2 is
-    not offered yet: docs/scaling.md says what it needs."""
+    weights of a resumed run (DDP also broadcasts rank 0's parameters when built). FSDP2's
+    hooks (``prorl.scale.fsdp.FullyShardedLearner``) override ``model``, ``sync`` and
+    ``full_state``."""
 
     def __init__(self, policy: Any) -> None:
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
@@ -84,6 +85,10 @@ class DataParallel:
         if last:
             return contextlib.nullcontext()
         return self.model.no_sync()  # type: ignore[no-any-return]
+
+    def full_state(self, state: Any) -> dict[str, Any] | None:
+        """Whole weights gathered for a checkpoint: DDP ranks already hold them."""
+        return None
 
     def gather_stats(self, stats: dict[str, list[float]]) -> dict[str, list[float]]:
         everyone: list[Any] = [None] * self.world
@@ -161,7 +166,13 @@ class CollectiveSampler:
         return result
 
     def update_weights(self, model: Any) -> None:
-        if self.inner is not None:
+        from prorl.scale.fsdp import full_model_state, is_sharded
+
+        if is_sharded(model):  # FSDP2: every rank gathers; rank 0's rollout actors load it
+            weights = full_model_state(model)
+            if self.inner is not None:
+                self.inner.load_state_dict(weights)
+        elif self.inner is not None:
             self.inner.update_weights(model)
 
 

@@ -147,9 +147,12 @@ class RaySampler:
         return self.group.actors
 
     def update_weights(self, model: Any) -> None:
+        self.load_state_dict(model.state_dict())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """One copy of the state dict in the object store, loaded by every worker."""
         t = time.monotonic()
-        self.weights = ray.put({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        self.weights = ray.put({k: v.detach().cpu() for k, v in state.items()})
         self.group.run(
             [0] * len(self.workers), lambda a, _: a.load.remote(self.weights), self._prepare
         )
