@@ -124,6 +124,26 @@ def learner_seconds(
     return time.perf_counter() - t, (time.process_time() - c) / torch.get_num_threads()
 
 
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation")
+
+
+def gemm_share(
+    cfg: Any, policy: Any, ref: Any, tokenizer: Any, groups: list[Group]
+) -> dict[str, float]:
+    """One update under torch.profiler: seconds in matrix multiplies (the FLOPs counted)
+    against all operators' self time. The rest is the memory-bound work around them (casts,
+    norms, activations, softmax, log-softmax over the vocabulary, AdamW). The profiler adds
+    a little per operator, so the GEMM share is slightly understated."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        learner_seconds(cfg, policy, ref, tokenizer, groups)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) / 1e6
+    gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS) / 1e6
+    return {"gemm_s": gemm, "ops_s": total, "gemm_share": gemm / total}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="cpu-smollm2")
@@ -131,6 +151,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
         "--variant", action="append", help='config overrides, e.g. "algo.micro_batch_size=16"'
+    )
+    ap.add_argument(
+        "--profile", action="store_true", help="one more profiled update per variant: GEMM share"
     )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "learner.json"))
     args = ap.parse_args()
@@ -207,6 +230,20 @@ def main() -> None:
             f"(wall), {100 * r['fraction_of_peak_cpu']:4.1f}% (CPU time; "
             f"{100 * r['fraction_of_peak_cpu_6N']:4.1f}% counting 6N per token)"
         )
+    if args.profile:
+        for v in variants:
+            policy.load_state_dict(init)
+            train_mod.response_logprobs = before_response_logprobs if "before" in v.split() else now
+            share = gemm_share(cfgs[v], policy, ref, tokenizer, groups)
+            train_mod.response_logprobs = now
+            passes = 3 + (1 if cfgs[v].algo.kl_coef > 0 else 0)
+            rate = passes * needed / 1e9 / share["gemm_s"]
+            rows[v or "default"]["profile"] = {**share, "gemm_gflops": rate}
+            print(
+                f"  {v or 'default':28s} profiled: GEMMs {100 * share['gemm_share']:4.1f}% of op "
+                f"time, at {rate:.0f} GFLOP/s = {100 * rate / peak['cpu']:.0f}% of peak: the "
+                "ceiling if everything around them cost nothing"
+            )
     result = {
         "preset": args.preset,
         "threads": args.threads,
