@@ -106,6 +106,8 @@ def _rank(rank: int, world: int, init: str, out: str) -> None:
     model, _ = load_policy("tiny")
     single = copy.deepcopy(model)
     shard_model(model)
+    held = [None] * world  # parameter elements each rank holds
+    dist.all_gather_object(held, sum(p.to_local().numel() for p in model.parameters()))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     ids = torch.arange(1, 25).reshape(4, 6) * 7
     # one process: the mean loss of the whole batch; each rank the mean of its half (the
@@ -129,7 +131,8 @@ def _rank(rank: int, world: int, init: str, out: str) -> None:
     resaved = full_optimizer_state(fresh, fresh_opt)
     if rank == 0:
         grads = {n: p.grad for n, p in single.named_parameters()}
-        torch.save({"want": want, "got": float(got), "clipped": clipped, "grads": grads,
+        total = sum(p.numel() for p in single.parameters())
+        torch.save({"held": held, "total": total, "want": want, "got": float(got), "clipped": clipped, "grads": grads,
                     "weights": weights, "again": again, "saved": saved, "resaved": resaved},
                    out)  # fmt: skip
     dist.destroy_process_group()
@@ -149,6 +152,8 @@ def test_sharded_clip_norm_and_state_round_trip_in_a_gloo_group(tmp_path: Any) -
     out = str(tmp_path / "result.pt")
     mp.spawn(_rank, args=(2, f"file://{name}", out), nprocs=2, join=True)
     r = torch.load(out, weights_only=False)
+    # each rank holds half the parameters (so half of AdamW's moments), together all of them
+    assert sum(r["held"]) == r["total"] and max(r["held"]) <= r["total"] // 2 + 64
     # the norm over both ranks' shards is one process's norm, up to summation order
     torch.testing.assert_close(r["got"], float(r["want"]), rtol=1e-5, atol=0)
     assert r["want"] > 0.1  # the clip did act
