@@ -132,3 +132,15 @@ def test_presets_all_load():
         cfg = load_config(name)
         assert cfg.steps > 0
     assert json.loads(json.dumps(load_config("debug").rollout.n)) == 4
+
+
+def test_compile_without_a_cpp_compiler_is_a_clear_error(tmp_path, monkeypatch):
+    from prorl import policy
+    from prorl.config import ConfigError
+
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(policy.shutil, "which", lambda _name: None)
+    cfg = load_config(None, [*TOY, "model.compile=true", f"run_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match="model.compile.*C\\+\\+ compiler"):
+        run_training(cfg, live=False)
+    assert not (tmp_path / "run").exists()  # checked before anything is written

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
+import shutil
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ from typing import Any
 
 import torch
 
+from prorl.config import ConfigError
 from prorl.rl import chunked_entropy, selective_log_softmax
 
 
@@ -129,6 +132,18 @@ def compiled(model: Any) -> Any:
         net = torch.compile(model, dynamic=True)
         _COMPILED[model] = net
     return net
+
+
+def require_compiler() -> None:
+    """torch.compile's CPU backend (inductor) builds C++ kernels: check for a compiler before
+    a run writes anything, instead of failing at the first update."""
+    if os.environ.get("CXX") or any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        return
+    raise ConfigError(
+        "model.compile: torch.compile needs a C++ compiler on CPU and none was found "
+        "(g++, c++, clang++ or $CXX); install one (e.g. apt install g++) or set "
+        "model.compile=false"
+    )
 
 
 def response_logprobs(

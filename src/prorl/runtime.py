@@ -21,6 +21,7 @@ from prorl.display import Display
 from prorl.metrics import MetricsWriter
 from prorl.mixture import MixtureEntry, TaskMixture
 from prorl.models import encode_prompts, load_policy
+from prorl.policy import require_compiler
 from prorl.sampling.base import Sampler
 from prorl.stages import all_tasks
 from prorl.tasks import Task, get_task
@@ -178,6 +179,8 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
         from prorl.sampling.vllm import import_vllm
 
         import_vllm()
+    if cfg.model.compile:
+        require_compiler()
     train_specs = all_tasks(cfg)  # every stage's; the loop sets each stage's weights
     train_tasks = build_tasks(train_specs)
     val_specs = cfg.data.val_tasks or train_specs
