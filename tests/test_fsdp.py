@@ -109,7 +109,7 @@ def _rank(rank: int, world: int, init: str, out: str) -> None:
     held = [None] * world  # parameter elements each rank holds
     dist.all_gather_object(held, sum(p.to_local().numel() for p in model.parameters()))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    ids = torch.arange(1, 25).reshape(4, 6) * 7
+    ids = torch.arange(1, 12 * world + 1).reshape(2 * world, 6) * 7  # two rows per rank
     # one process: the mean loss of the whole batch; each rank the mean of its half (the
     # rows have equal lengths): FSDP2 averages the ranks' gradients, which is the same
     single(ids, labels=ids).loss.backward()
@@ -146,14 +146,16 @@ def _broadcast(value: Any) -> Any:
     return box[0]
 
 
-def test_sharded_clip_norm_and_state_round_trip_in_a_gloo_group(tmp_path: Any) -> None:
+# 3 ranks: uneven shards (64 rows do not split in 3); 3 processes on 2 cores take > 20 s
+@pytest.mark.parametrize("world", [2, pytest.param(3, marks=pytest.mark.slow)])
+def test_sharded_clip_norm_and_state_round_trip_in_a_gloo_group(tmp_path: Any, world: int) -> None:
     fd, name = tempfile.mkstemp(dir=tmp_path)
     os.close(fd)
     out = str(tmp_path / "result.pt")
-    mp.spawn(_rank, args=(2, f"file://{name}", out), nprocs=2, join=True)
+    mp.spawn(_rank, args=(world, f"file://{name}", out), nprocs=world, join=True)
     r = torch.load(out, weights_only=False)
-    # each rank holds half the parameters (so half of AdamW's moments), together all of them
-    assert sum(r["held"]) == r["total"] and max(r["held"]) <= r["total"] // 2 + 64
+    # each rank holds its share of the parameters (so of AdamW's moments), together all
+    assert sum(r["held"]) == r["total"] and max(r["held"]) <= r["total"] / world * 1.01
     # the norm over both ranks' shards is one process's norm, up to summation order
     torch.testing.assert_close(r["got"], float(r["want"]), rtol=1e-5, atol=0)
     assert r["want"] > 0.1  # the clip did act
