@@ -156,3 +156,26 @@ def test_fsdp2_reset_gives_zero_kl_on_the_next_step(cluster: None, tmp_path: Pat
     assert [e["step"] for e in resets] == [2] and resets[0]["reset_optimizer"] is True
     assert kl[2] > 0  # the policy had moved away from the reference
     assert kl[3] == 0.0  # reference <- policy: every rank's shards copied exactly
+
+
+def test_fsdp2_reset_to_a_kept_checkpoint_loads_it_into_the_sharded_reference(
+    cluster: None, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    # At step 3 the reference becomes the checkpoint of the step with the best tracked
+    # score, read by every rank into its shards. The score is the entropy, which RL lowers
+    # from step to step here: the best is step 1 or 2, whose checkpoints are kept (the
+    # validation reward rises, so its best would be step 3, not saved yet: the policy).
+    cfg = _config(run_dir, *FSDP2, "steps=4", "reset.every=3", "reset.target=best",
+                  "reset.eval_metric=policy/entropy", "scale.rollout_workers=1")  # fmt: skip
+    run_training(cfg, live=False)
+    resets = [e for e in _rows(run_dir, "events.jsonl") if e["event"] == "reset"]
+    assert [e["step"] for e in resets] == [3]
+    label = resets[0]["reference"]
+    assert label.startswith("checkpoint step_"), label  # not the fallback to the policy
+    best = _params(run_dir, int(label.rsplit("_", 1)[1]))
+    # the reference does not train: step 4's checkpoint gathers exactly what was loaded
+    saved = torch.load(_ckpt(run_dir, 4) / "reference.pt", weights_only=True)
+    for k, v in best.items():
+        assert torch.equal(saved[k], v), k
+    assert not torch.equal(best["model.norm.weight"], _params(run_dir, 4)["model.norm.weight"])

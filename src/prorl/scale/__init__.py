@@ -245,7 +245,7 @@ class Scale:
 
             shard_model(policy)
             if ref is not None:
-                shard_model(ref)
+                shard_model(ref, frozen=True)
 
     def learner(self, policy: Any) -> Any:
         if self.world == 1:

@@ -25,10 +25,10 @@ from prorl.scale.learner import DataParallel
 
 
 def is_sharded(model: Any) -> bool:
-    """Whether ``model``'s parameters are FSDP2 DTensors (a plain or DDP model: no)."""
-    from torch.distributed.tensor import DTensor
+    """Whether ``fully_shard`` sharded ``model`` (a plain or DDP model: no)."""
+    from torch.distributed.fsdp import FSDPModule
 
-    return any(isinstance(p, DTensor) for p in model.parameters())
+    return isinstance(model, FSDPModule)
 
 
 def decoder_layers(model: Any) -> list[Any]:
@@ -45,13 +45,27 @@ def decoder_layers(model: Any) -> list[Any]:
     return layers
 
 
-def shard_model(model: Any) -> None:
-    """``fully_shard`` each decoder layer, then the root (embeddings, final norm, head)."""
+def shard_model(model: Any, frozen: bool = False) -> None:
+    """``fully_shard`` each decoder layer, then the root (embeddings, final norm, head).
+
+    FSDP2 keeps the root's parameters gathered after a forward by default (a backward
+    needs them next); a ``frozen`` model (the reference) never runs one, so its root
+    reshards at once instead of holding a whole embedding and head on every rank."""
     from torch.distributed.fsdp import fully_shard
 
     for layer in decoder_layers(model):
         fully_shard(layer)
-    fully_shard(model)
+    fully_shard(model, reshard_after_forward=True if frozen else None)
+
+
+def reshard(model: Any) -> None:
+    """Every FSDP2 group of ``model`` back to its shards (a root may still hold gathered
+    parameters after a forward without backward); before whole states are read or loaded."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for m in model.modules():
+        if isinstance(m, FSDPModule):
+            m.reshard()
 
 
 def _options(everyone: bool) -> Any:
@@ -67,6 +81,7 @@ def full_model_state(model: Any, everyone: bool = False) -> dict[str, Any]:
     On rank 0 only (``everyone``: on every rank); the other ranks get ``{}``."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
+    reshard(model)
     state = get_model_state_dict(model, options=_options(everyone))
     return retie(model, state) if state else state
 
@@ -89,6 +104,7 @@ def load_full_model_state(model: Any, state: dict[str, Any]) -> None:
     and keeps its own shards (collective)."""
     from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
+    reshard(model)  # else gathered parameters meet DTensor shards: "mixed Tensor and DTensor"
     # a copy: it replaces the dict's values with this rank's DTensor shards
     set_model_state_dict(model, dict(state), options=_options(everyone=True))
 
@@ -106,6 +122,7 @@ def full_optimizer_state(model: Any, optimizer: Any) -> dict[str, Any]:
     order), gathered from the shards (collective; ``{}`` on ranks > 0)."""
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
+    reshard(model)
     named = get_optimizer_state_dict(model, optimizer, options=_options(everyone=False))
     return to_indexed(named) if named else {}
 
@@ -118,6 +135,7 @@ def load_optimizer_state(model: Any, optimizer: Any, state: dict[str, Any]) -> N
         return
     from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
+    reshard(model)  # the optimizer holds the sharded parameters: name those
     names = {id(p): n for n, p in model.named_parameters()}
     groups = [[names[id(p)] for p in g["params"]] for g in optimizer.param_groups]
     set_optimizer_state_dict(
