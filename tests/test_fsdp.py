@@ -1,5 +1,6 @@
 """FSDP2 helpers (prorl.scale.fsdp) without Ray: the optimizer state format conversions,
-the layers that get sharded, the config, and a real two-process gloo group checking that
+the layers that get sharded, the config, and a real gloo group checking that accumulation
+without gradient sync plus zero-weight padding passes give one process's gradients, that
 the clipped gradient norm over shards equals one process's and that whole states gathered
 from shards load back exactly. The full Ray runs are in test_fsdp_ray.py."""
 
@@ -94,6 +95,7 @@ def _rank(rank: int, world: int, init: str, out: str) -> None:
     import torch.distributed as dist
 
     from prorl.scale.fsdp import (
+        FullyShardedLearner,
         full_model_state,
         full_optimizer_state,
         load_full_model_state,
@@ -106,16 +108,22 @@ def _rank(rank: int, world: int, init: str, out: str) -> None:
     model, _ = load_policy("tiny")
     single = copy.deepcopy(model)
     shard_model(model)
-    held = [None] * world  # parameter elements each rank holds
-    dist.all_gather_object(held, sum(p.to_local().numel() for p in model.parameters()))
+    held = _gather(sum(p.to_local().numel() for p in model.parameters()), world)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    ids = torch.arange(1, 12 * world + 1).reshape(2 * world, 6) * 7  # two rows per rank
-    # one process: the mean loss of the whole batch; each rank the mean of its half (the
-    # rows have equal lengths): FSDP2 averages the ranks' gradients, which is the same
+    # One process: the mean loss of 5 equal-length rows. The group: each rank its share of
+    # the rows, one micro-batch per row, accumulated without gradient sync until the last;
+    # the rank with fewer rows pads with a zero-weight pass; each loss is scaled as
+    # prorl.train does (1/5 of a row's mean, times the ranks FSDP2 averages over).
+    ids = torch.arange(1, 31).reshape(5, 6) * 7
     single(ids, labels=ids).loss.backward()
     want = torch.nn.utils.clip_grad_norm_(single.parameters(), 0.1)
-    half = ids[2 * rank : 2 * rank + 2]
-    model(half, labels=half).loss.backward()
+    learner = FullyShardedLearner(model)
+    own = learner.shard(list(range(5)), 1)
+    assert len({len(x) for x in _gather(own, world)}) == 1  # equal pass counts everywhere
+    for j, (rows, weight) in enumerate(own):
+        with learner.sync(last=j == len(own) - 1):
+            x = ids[rows]
+            (model(x, labels=x).loss / 5 * weight * world).backward()
     got = torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)  # as prorl.train calls it
     clipped = {n: p.grad.full_tensor() for n, p in model.named_parameters()}
     opt.step()
@@ -138,6 +146,14 @@ def _rank(rank: int, world: int, init: str, out: str) -> None:
     dist.destroy_process_group()
 
 
+def _gather(value: Any, world: int) -> list[Any]:
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, value)
+    return out
+
+
 def _broadcast(value: Any) -> Any:
     import torch.distributed as dist
 
@@ -146,7 +162,8 @@ def _broadcast(value: Any) -> Any:
     return box[0]
 
 
-# 3 ranks: uneven shards (64 rows do not split in 3); 3 processes on 2 cores take > 20 s
+# 2 ranks: 2 + pad | 3 micro-batches; 3 ranks: 1 + pad | 2 | 2, and uneven shards (64 rows
+# do not split in 3); 3 processes on 2 cores take > 20 s
 @pytest.mark.parametrize("world", [2, pytest.param(3, marks=pytest.mark.slow)])
 def test_sharded_clip_norm_and_state_round_trip_in_a_gloo_group(tmp_path: Any, world: int) -> None:
     fd, name = tempfile.mkstemp(dir=tmp_path)
