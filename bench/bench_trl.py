@@ -70,6 +70,7 @@ def make_job(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "model_dir": str(embedded_model_dir(cfg.model.name)),
         "steps": args.steps,
         "threads": args.threads,
+        "trl_compile": args.trl_compile,
         "tmp": str(tmp),
         "examples": [
             {
@@ -110,6 +111,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--preset", default="cpu-smollm2")
     ap.add_argument("--child", nargs=3, metavar=("SIDE", "JOB", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--trl-compile", choices=("follow", "on", "off"), default="follow",
+        help="TRL's torch_compile: follow prorl's model.compile (matched), or force it",
+    )  # fmt: skip
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "trl.json"))
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
@@ -292,7 +297,9 @@ def child_trl(job: dict[str, Any]) -> dict[str, Any]:
         bf16=bool(c["model"]["bf16"]),
         # prorl's model.compile=true is matched by TRL's own switch (the Trainer compiles
         # the training model; generation runs the unwrapped one, as prorl's sampler does)
-        torch_compile=bool(c["model"].get("compile", False)),
+        torch_compile={"on": True, "off": False}.get(
+            job.get("trl_compile", "follow"), bool(c["model"].get("compile", False))
+        ),
         max_steps=job["steps"],
         per_device_train_batch_size=micro,
         gradient_accumulation_steps=per_step // micro,
