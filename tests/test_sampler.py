@@ -183,3 +183,51 @@ def test_top_p_never_samples_outside_the_nucleus():
     assert 0.5 < counts[0] / 400 < 0.75  # 0.5 / 0.8 = 0.625 expected
     full = torch.bincount(_sample(logprobs, 1.0, gens), minlength=4)
     assert full[3] > 0  # without top-p the 5 % token does appear in 400 draws
+
+
+def test_gqa_attention_equals_sdpa_with_repeated_heads(tiny):
+    """The decode attention that hands grouped K/V heads to sdpa as they are computes what
+    transformers' sdpa path (which repeats them) computes, with left padding and a cache."""
+    from prorl.sampling.attention import NAME, gqa_attention
+
+    model, tok = tiny
+    assert model.config.num_key_value_heads < model.config.num_attention_heads  # grouped
+    ids = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
+    mask = (ids != 0).long()
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    step = torch.tensor([[13], [14]])
+
+    def run():
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        nxt = model(
+            input_ids=step, attention_mask=torch.cat([mask, torch.ones(2, 1).long()], -1),
+            position_ids=pos[:, -1:] + 1, past_key_values=out.past_key_values, use_cache=True,
+        )  # fmt: skip
+        return out.logits, nxt.logits
+
+    with torch.no_grad():
+        want = run()
+        with gqa_attention(model):
+            assert model.config._attn_implementation == NAME
+            got = run()
+    assert model.config._attn_implementation == "sdpa"  # restored
+    real = mask.bool()  # prefill logits at real tokens (padding positions are arbitrary)
+    torch.testing.assert_close(got[0][real], want[0][real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got[1], want[1], atol=1e-5, rtol=1e-5)  # the cached step
+
+
+def test_sampler_draws_the_same_with_and_without_gqa_attention(tiny, monkeypatch):
+    import contextlib
+
+    import prorl.sampling.hf as hf
+
+    model, tok = tiny
+    prompts = _prompts(tok)
+    params = SamplingParams(1.0, 1.0, 10)
+    fast = HFSampler(model, tok, bf16=False).generate(prompts, 3, params, 4)
+    monkeypatch.setattr(hf, "gqa_attention", lambda _m: contextlib.nullcontext())
+    plain = HFSampler(model, tok, bf16=False).generate(prompts, 3, params, 4)
+    for gf, gp in zip(fast, plain, strict=True):
+        for sf, sp in zip(gf, gp, strict=True):
+            assert sf.token_ids == sp.token_ids
+            assert torch.allclose(torch.tensor(sf.logprobs), torch.tensor(sp.logprobs), atol=1e-5)

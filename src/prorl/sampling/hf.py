@@ -23,6 +23,7 @@ import torch
 
 from prorl.models import eos_token_ids
 from prorl.policy import autocast
+from prorl.sampling.attention import gqa_attention
 from prorl.sampling.base import derive_seed, per_prompt_seeds
 from prorl.types import Sample, SamplingParams
 
@@ -61,16 +62,21 @@ class HFSampler:
         # Similar prompt lengths in one batch: less left padding.
         units.sort(key=lambda u: len(prompts[u[0]]))
         out: list[list[Sample | None]] = [[None] * n for _ in prompts]
-        for batch in _fill_batches(units, self.batch_size):
-            row_seeds = [derive_seed(seeds[i], j) for i, js in batch for j in js]
-            samples = iter(
-                self._generate_batch(
-                    [prompts[i] for i, _ in batch], [len(js) for _, js in batch], row_seeds, params
+        # grouped K/V heads go to sdpa as they are: no copy of the cache at every step
+        with gqa_attention(self.model):
+            for batch in _fill_batches(units, self.batch_size):
+                row_seeds = [derive_seed(seeds[i], j) for i, js in batch for j in js]
+                samples = iter(
+                    self._generate_batch(
+                        [prompts[i] for i, _ in batch],
+                        [len(js) for _, js in batch],
+                        row_seeds,
+                        params,
+                    )  # fmt: skip
                 )
-            )
-            for i, js in batch:
-                for j in js:
-                    out[i][j] = next(samples)
+                for i, js in batch:
+                    for j in js:
+                        out[i][j] = next(samples)
         return [[s for s in group if s is not None] for group in out]
 
     @torch.no_grad()
