@@ -10,91 +10,38 @@ Kept to three Ray runs: each costs tens of seconds of actor start-up on two core
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
-from prorl.config import Config, load_config, load_run_config
-from prorl.runtime import RunScorer, run_training
+from prorl.config import Config, load_run_config
+from prorl.metrics import read_jsonl
+from prorl.runtime import run_training
 from prorl.sampling.hf import HFSampler
+from ray_runs import (
+    ROLLOUT_TEMPERATURE,
+    assert_close,
+    policy_params,
+    ray_config,
+    recording,
+)
 
 ray = pytest.importorskip("ray")
 
 from prorl.scale.workers import RaySampler  # noqa: E402  (needs ray)
 
 pytestmark = pytest.mark.ray
-
-ROLLOUT_TEMPERATURE = 1.0
-
-
-def _config(run_dir: Path, *overrides: str) -> Config:
-    return load_config(
-        "debug",
-        [f"run_dir={run_dir}", "steps=2", "checkpoint.every=1", "checkpoint.keep_last=5",
-         "data.val_problems=1", "verify.workers=1", "scale.verifier_workers=1",
-         "scale.cpus_per_worker=1", *overrides],
-    )  # fmt: skip
-
-
-@contextlib.contextmanager
-def _recording(sampler_cls: type) -> Iterator[dict[str, list[Any]]]:
-    """Record the training rollouts' token ids (not validation's) and the rewards."""
-    rec: dict[str, list[Any]] = {"ids": [], "rewards": []}
-    generate, score = sampler_cls.generate, RunScorer.__call__
-
-    def gen(self: Any, prompts: Any, n: int, params: Any, seed: Any) -> Any:
-        out = generate(self, prompts, n, params, seed)
-        if params.temperature == ROLLOUT_TEMPERATURE:
-            rec["ids"].append([[list(s.token_ids) for s in g] for g in out])
-        return out
-
-    def scorer(self: Any, examples: Any, samples: Any) -> Any:
-        out = score(self, examples, samples)
-        rec["rewards"].append([[s.reward for s in g] for g in out])
-        return out
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sampler_cls, "generate", gen)
-        mp.setattr(RunScorer, "__call__", scorer)
-        yield rec
-
-
-def _params(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
-    return load_file(
-        str(run_dir / "checkpoints" / f"step_{step:08d}" / "policy" / "model.safetensors")
-    )
-
-
-def _assert_params_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5, msg=k)
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[None]:
-    # as prorl.scale does for its own local cluster: no Ray OOM kills caused by other
-    # processes on a shared machine (a real kill is what the fault tests inject)
-    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
-    ray.init(num_cpus=6, include_dashboard=False, _node_ip_address="127.0.0.1")
-    yield
-    ray.shutdown()
+ATOL = 1e-5  # two learners' float rounding against one process's
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[Any]]]:
     """The single-process run, three steps, checkpoints after each."""
     run_dir = tmp_path_factory.mktemp("single") / "run"
-    with _recording(HFSampler) as rec:
-        run_training(_config(run_dir, "steps=3"), live=False)
+    with recording(HFSampler) as rec:
+        run_training(ray_config(run_dir, "steps=3"), live=False)
     assert len(rec["ids"]) >= 3 and any(any(r) for rs in rec["rewards"] for r in rs)
     return run_dir, rec
 
@@ -104,14 +51,17 @@ def test_two_rollout_workers_and_two_learners_match_one_process_then_resume(
 ) -> None:
     ref_dir, ref = reference
     run_dir = tmp_path / "run"
-    cfg = _config(run_dir, "scale.backend=ray", "scale.rollout_workers=2",
+    cfg = ray_config(run_dir, "scale.backend=ray", "scale.rollout_workers=2",
                   "scale.learner_procs=2")  # fmt: skip
-    with _recording(RaySampler) as rec:
+    with recording(RaySampler) as rec:
         run_training(cfg, live=False)
     calls = len(rec["ids"])
     assert rec["ids"] == ref["ids"][:calls] and rec["rewards"] == ref["rewards"][:calls]
-    _assert_params_close(_params(run_dir, 2), _params(ref_dir, 2))
-    moved = _params(run_dir, 2)["model.norm.weight"] - _params(ref_dir, 1)["model.norm.weight"]
+    assert_close(policy_params(run_dir, 2), policy_params(ref_dir, 2), ATOL)
+    moved = (
+        policy_params(run_dir, 2)["model.norm.weight"]
+        - policy_params(ref_dir, 1)["model.norm.weight"]
+    )
     assert moved.abs().max() > 1e-5  # the compared update was a real one
 
     # Resume the distributed run from its step-2 checkpoint with one rollout worker and two
@@ -123,15 +73,15 @@ def test_two_rollout_workers_and_two_learners_match_one_process_then_resume(
     shutil.copytree(run_dir, copy)
     cfg = load_run_config(run_dir, ["steps=3", "scale.rollout_workers=1",
                                     "scale.verifier_workers=2"])  # fmt: skip
-    with _recording(RaySampler) as rec2:
+    with recording(RaySampler) as rec2:
         run_training(cfg, live=False)
     single = load_run_config(copy, [f"run_dir={copy}", "steps=3", "scale.backend=local",
                                     "scale.learner_procs=1"])  # fmt: skip
-    with _recording(HFSampler) as rec3:
+    with recording(HFSampler) as rec3:
         run_training(single, live=False)
     assert rec2["ids"] and rec2["ids"] == rec3["ids"] and rec2["rewards"] == rec3["rewards"]
-    _assert_params_close(_params(run_dir, 3), _params(copy, 3))
-    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert_close(policy_params(run_dir, 3), policy_params(copy, 3), ATOL)
+    events = read_jsonl(run_dir / "events.jsonl")
     assert [e["step"] for e in events if e["event"] == "resume"] == [2]
 
 
@@ -140,7 +90,7 @@ def test_rollout_worker_killed_mid_step_is_replaced_and_step_completes(
 ) -> None:
     _, ref = reference
     run_dir = tmp_path / "run"
-    cfg = _config(run_dir, "steps=1", "scale.backend=ray", "scale.rollout_workers=2")
+    cfg = ray_config(run_dir, "steps=1", "scale.backend=ray", "scale.rollout_workers=2")
     killed: list[Any] = []
     generate = RaySampler.generate
 
@@ -165,15 +115,15 @@ def test_rollout_worker_killed_mid_step_is_replaced_and_step_completes(
         finally:
             del self.group.run
 
-    with pytest.MonkeyPatch.context() as mp, _recording(RaySampler) as rec:
+    with pytest.MonkeyPatch.context() as mp, recording(RaySampler) as rec:
         mp.setattr(RaySampler, "generate", generate_and_kill)
         run_training(cfg, live=False)
     assert killed
-    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    events = read_jsonl(run_dir / "events.jsonl")
     replaced = [e for e in events if e["event"] == "worker_replaced"]
     assert len(replaced) == 1
     assert replaced[0]["worker"] == "rollout" and replaced[0]["step"] == 1
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
     assert [m["step"] for m in metrics if "train/reward" in m] == [1]
     # the redone share drew the same samples: step 1 equals the undisturbed run's
     assert rec["ids"] == ref["ids"][: len(rec["ids"])]
@@ -187,7 +137,7 @@ def test_learner_rank_death_stops_with_a_checkpoint_then_resumes(
     from prorl.scale import LearnerFailed, Scale
 
     run_dir = tmp_path / "run"
-    cfg = _config(run_dir, "steps=3", "scale.backend=ray", "scale.learner_procs=2",
+    cfg = ray_config(run_dir, "steps=3", "scale.backend=ray", "scale.learner_procs=2",
                   "scale.rollout_workers=1")  # fmt: skip
     scales: list[Scale] = []
     start, step = Scale.start.__func__, prorl.train.rl_step  # type: ignore[attr-defined]
@@ -206,7 +156,7 @@ def test_learner_rank_death_stops_with_a_checkpoint_then_resumes(
         mp.setattr(prorl.train, "rl_step", step_or_kill)
         with pytest.raises(LearnerFailed, match="resume"):
             run_training(cfg, live=False)
-    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    events = read_jsonl(run_dir / "events.jsonl")
     failed = [e for e in events if e["event"] == "learner_failed"]
     assert len(failed) == 1 and failed[0]["step"] == 3
     assert failed[0]["checkpoint"].endswith("step_00000002")
