@@ -48,6 +48,22 @@ def _cli(*args, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
 
 
+def kill_after_checkpoint(run_dir, overrides, step, steps):
+    """``prorl train`` in a subprocess, SIGKILLed once the checkpoint of ``step`` is
+    complete and before the run of ``steps`` steps could finish."""
+    args = ["train", "--run-dir", str(run_dir), *overrides]
+    proc = subprocess.Popen([sys.executable, "-m", "prorl.cli", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    marker = run_dir / "checkpoints" / ckpt.step_name(step) / ckpt.MARKER
+    deadline = time.monotonic() + 300
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert ckpt.checkpoint_dirs(run_dir)[-1].name < ckpt.step_name(steps)
+
+
 def _rows(path, drop=("time",)):
     return [
         {k: v for k, v in r.items() if not k.startswith(TIMING) and k not in drop}
@@ -66,17 +82,7 @@ def test_exact_resume_after_sigkill(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     run_training(load_config(None, [*TOY, f"steps={steps}", f"run_dir={straight}"]), live=False)
 
-    args = ["train", "--run-dir", str(killed), *TOY, f"steps={steps}"]
-    proc = subprocess.Popen([sys.executable, "-m", "prorl.cli", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    marker = killed / "checkpoints" / ckpt.step_name(steps // 2) / ckpt.MARKER
-    deadline = time.monotonic() + 300
-    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert ckpt.checkpoint_dirs(killed)[-1].name < ckpt.step_name(steps)
+    kill_after_checkpoint(killed, [*TOY, f"steps={steps}"], steps // 2, steps)
 
     res = _cli("train", "--resume", str(killed))
     assert res.returncode == 0, res.stderr[-3000:]

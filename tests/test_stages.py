@@ -2,11 +2,8 @@
 on the tiny model whose settings change at the boundary (with a reset), killed with SIGKILL
 inside stage 2 and resumed exactly."""
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -20,7 +17,7 @@ from prorl.mixture import MixtureEntry, TaskMixture
 from prorl.runtime import run_training
 from prorl.tasks import get_task
 from prorl.train import _set_lr, make_optimizer
-from test_checkpoint import TOY, _final, _rows
+from test_checkpoint import TOY, _final, _rows, kill_after_checkpoint
 
 THREE = (
     "stages=[{name: a, steps: 2}, {name: b, until_step: 5, optim: {lr: 1e-3}}, {rollout: {n: 2}}]"
@@ -198,17 +195,7 @@ def test_two_stages_switch_at_boundary_and_resume_inside_stage_two(tmp_path):
     assert rows[4]["shaping/length_penalty_mean"] < 0 and rows[5]["train/reward/math-gen"] >= 0
 
     # kill -9 inside stage b (after the checkpoint of step 4), resume, compare
-    args = ["train", "--run-dir", str(killed), *base]
-    proc = subprocess.Popen([sys.executable, "-m", "prorl.cli", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    marker = killed / "checkpoints" / ckpt.step_name(4) / ckpt.MARKER
-    deadline = time.monotonic() + 300
-    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert ckpt.checkpoint_dirs(killed)[-1].name < ckpt.step_name(6)
+    kill_after_checkpoint(killed, base, 4, 6)
     res = subprocess.run([sys.executable, "-m", "prorl.cli", "train", "--resume", str(killed)],
                          capture_output=True, text=True, timeout=600)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
