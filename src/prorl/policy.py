@@ -95,16 +95,24 @@ def _attention(model: Any) -> Iterator[None]:
     wrapper is switched through the module it wraps. GPUs keep the model's implementation.
     """
     inner = getattr(model, "module", model)
-    config = getattr(inner, "config", None)
-    current = getattr(config, "_attn_implementation", None)
+    current = getattr(getattr(inner, "config", None), "_attn_implementation", None)
     if current in (None, "eager") or _device_type(model) != "cpu":
         yield
         return
-    inner.set_attn_implementation("eager")
+    with attention_implementation(inner, "eager"):
+        yield
+
+
+@contextlib.contextmanager
+def attention_implementation(model: Any, name: str) -> Iterator[None]:
+    """Run ``model`` with the transformers attention implementation ``name`` for the
+    duration, then switch back to the one it had."""
+    current = model.config._attn_implementation
+    model.set_attn_implementation(name)
     try:
         yield
     finally:
-        inner.set_attn_implementation(current)
+        model.set_attn_implementation(current)
 
 
 def _device_type(model: Any) -> str:

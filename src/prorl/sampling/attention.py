@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from prorl.policy import attention_implementation
+
 NAME = "prorl_sdpa_gqa"
 
 
@@ -59,8 +61,5 @@ def gqa_attention(model: Any) -> Iterator[None]:
         yield
         return
     _register()
-    model.set_attn_implementation(NAME)
-    try:
+    with attention_implementation(model, NAME):
         yield
-    finally:
-        model.set_attn_implementation(current)

@@ -72,7 +72,7 @@ class HFSampler:
                         [len(js) for _, js in batch],
                         row_seeds,
                         params,
-                    )  # fmt: skip
+                    )
                 )
                 for i, js in batch:
                     for j in js:
