@@ -179,21 +179,24 @@ def main() -> None:
     peaks: dict[str, list[float]] = {"wall": [], "cpu": []}
     times: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
     now = train_mod.response_logprobs
-    warmup = {}  # per variant: a compiled one builds its graphs here (minutes)
-    for v in variants:
-        train_mod.response_logprobs = before_response_logprobs if "before" in v.split() else now
-        warmup[v or "default"] = learner_seconds(cfgs[v], policy, ref, tokenizer, groups)
-        train_mod.response_logprobs = now
+
+    def run(v: str, measure: Any) -> Any:
+        """``measure`` one update of variant ``v``, from the same starting weights."""
         policy.load_state_dict(init)
+        train_mod.response_logprobs = before_response_logprobs if "before" in v.split() else now
+        try:
+            return measure(cfgs[v], policy, ref, tokenizer, groups)
+        finally:
+            train_mod.response_logprobs = now
+
+    # per variant: a compiled one builds its graphs here (minutes)
+    warmup = {v or "default": run(v, learner_seconds) for v in variants}
     for _ in range(args.repeats):  # interleaved: the machine is shared, load drifts
         pk = matmul_peak()
         for k in peaks:
             peaks[k].append(max(pk[k].values()))
         for v in variants:
-            policy.load_state_dict(init)  # every run starts from the same weights
-            train_mod.response_logprobs = before_response_logprobs if "before" in v.split() else now
-            times[v].append(learner_seconds(cfgs[v], policy, ref, tokenizer, groups))
-            train_mod.response_logprobs = now
+            times[v].append(run(v, learner_seconds))
     peak = {k: statistics.median(x) for k, x in peaks.items()}
     fp32 = max(matmul_peak(dtype=torch.float32)["cpu"].values())
     print(
@@ -232,10 +235,7 @@ def main() -> None:
         )
     if args.profile:
         for v in variants:
-            policy.load_state_dict(init)
-            train_mod.response_logprobs = before_response_logprobs if "before" in v.split() else now
-            share = gemm_share(cfgs[v], policy, ref, tokenizer, groups)
-            train_mod.response_logprobs = now
+            share = run(v, gemm_share)
             row = rows[v or "default"]
             # The profiler times operators in wall seconds, which other load stretches: take
             # only the GEMMs' share from it and apply it to the timed CPU seconds.
