@@ -2,7 +2,8 @@
 the layers that get sharded, the config, and a real gloo group checking that accumulation
 without gradient sync plus zero-weight padding passes give one process's gradients, that
 the clipped gradient norm over shards equals one process's and that whole states gathered
-from shards load back exactly. The full Ray runs are in test_fsdp_ray.py."""
+from shards load back exactly, and that a checkpoint read by rank 0 alone and scattered
+gives the shards every rank reading it did. The full Ray runs are in test_fsdp_ray.py."""
 
 from __future__ import annotations
 
@@ -133,8 +134,8 @@ def _rank(rank: int, world: int, init: str, out: str) -> None:
     fresh, _ = load_policy("tiny")
     shard_model(fresh)
     fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=1e-3)
-    load_full_model_state(fresh, weights)
-    load_optimizer_state(fresh, fresh_opt, _broadcast(saved))  # every rank: the whole state
+    load_full_model_state(fresh, weights)  # rank 0's, scattered
+    load_optimizer_state(fresh, fresh_opt, saved)  # rank 0's ({} elsewhere), scattered
     again = full_model_state(fresh)
     resaved = full_optimizer_state(fresh, fresh_opt)
     if rank == 0:
@@ -152,14 +153,6 @@ def _gather(value: Any, world: int) -> list[Any]:
     out: list[Any] = [None] * world
     dist.all_gather_object(out, value)
     return out
-
-
-def _broadcast(value: Any) -> Any:
-    import torch.distributed as dist
-
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 # 2 ranks: 2 + pad | 3 micro-batches; 3 ranks: 1 + pad | 2 | 2, and uneven shards (64 rows
@@ -184,3 +177,162 @@ def test_sharded_clip_norm_and_state_round_trip_in_a_gloo_group(tmp_path: Any, w
     for i, s in r["saved"]["state"].items():
         for k, v in s.items():
             assert torch.equal(r["resaved"]["state"][i][k], v), (i, k)
+
+
+def _checkpoint(run_dir: Any) -> Any:
+    """A one-process checkpoint after two AdamW steps: policy, a different reference,
+    optimizer and scheduler state, RNG states and some reset history."""
+    from prorl import checkpoint as ckpt
+    from prorl.models import tiny_model
+    from prorl.train import make_optimizer
+
+    cfg = load_config("debug", ["optim.warmup_steps=3"])
+    model, tok = load_policy("tiny")
+    ref = tiny_model(tok, seed=1)
+    opt, sched = make_optimizer(cfg, model)
+    ids = torch.arange(1, 31).reshape(5, 6) * 7
+    for _ in range(2):
+        model(ids, labels=ids).loss.backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+    trainer = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+               "mixture": {"cursor": 7}, "rng": ckpt.rng_state(), "resets": [1],
+               "resetter": {}, "health": {}}  # fmt: skip
+    return ckpt.save_checkpoint(run_dir, 2, model, tok, ref, trainer, {})
+
+
+class _Mixture:
+    def __init__(self) -> None:
+        self.loaded: Any = None
+
+    def load_state_dict(self, state: Any) -> None:
+        self.loaded = state
+
+
+def _fresh_sharded() -> Any:
+    """A TrainState's loading surface over freshly built, sharded models (other weights
+    and another learning rate than the checkpoint's)."""
+    from types import SimpleNamespace
+
+    from prorl.models import tiny_model
+    from prorl.scale.fsdp import shard_model
+    from prorl.train import make_optimizer
+
+    policy, tok = load_policy("tiny")
+    ref = tiny_model(tok, seed=2)
+    shard_model(policy)
+    shard_model(ref, frozen=True)
+    opt, sched = make_optimizer(load_config("debug", ["optim.lr=0.5"]), policy)
+    return SimpleNamespace(policy=policy, ref=ref, optimizer=opt, scheduler=sched,
+                           mixture=_Mixture(), resets=[], resetter=None, health=None,
+                           step=0)  # fmt: skip
+
+
+def _load_on_every_rank(state: Any, folder: Any) -> None:
+    """How an FSDP2 group loaded a checkpoint before rank 0 read it alone: every rank reads
+    the whole files and keeps its shards (torch's full_state_dict load without broadcast)."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+    from transformers import AutoModelForCausalLM
+
+    every = StateDictOptions(full_state_dict=True)
+    weights = AutoModelForCausalLM.from_pretrained(folder / "policy").state_dict()
+    set_model_state_dict(state.policy, dict(weights), options=every)
+    set_model_state_dict(state.ref, torch.load(folder / "reference.pt"), options=every)
+    saved = torch.load(folder / "trainer.pt", weights_only=True)["optimizer"]
+    names = {id(p): n for n, p in state.policy.named_parameters()}
+    groups = [[names[id(p)] for p in g["params"]] for g in state.optimizer.param_groups]
+    set_optimizer_state_dict(state.policy, state.optimizer, to_named(saved, groups), options=every)
+    for group, kept in zip(state.optimizer.param_groups, saved["param_groups"], strict=True):
+        group.update({k: v for k, v in kept.items() if k != "params"})
+
+
+def _shards(state: Any) -> dict[str, torch.Tensor]:
+    """This rank's shards of the policy, the reference and AdamW's moments, by name."""
+    out = {f"policy.{n}": p.to_local() for n, p in state.policy.named_parameters()}
+    out.update({f"ref.{n}": p.to_local() for n, p in state.ref.named_parameters()})
+    for n, p in state.policy.named_parameters():
+        for k, v in state.optimizer.state.get(p, {}).items():  # not [p]: a defaultdict
+            out[f"adamw.{n}.{k}"] = v.to_local() if hasattr(v, "to_local") else v
+    return out
+
+
+def _rank_loads(rank: int, world: int, init: str, folder: str, out: str) -> None:
+    import datetime
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    from prorl import checkpoint as ckpt
+
+    torch.set_num_threads(1)
+    # a short timeout: a rank left waiting for a peer fails the test instead of hanging it
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))  # fmt: skip
+    real = Path(folder)
+    # ranks > 0 are handed a folder that does not exist: any file they read fails
+    mine = real if rank == 0 else real.parent / "not-there"
+    state = _fresh_sharded()
+    before = {k: v.clone() for k, v in _shards(state).items() if k.startswith("policy.")}
+    ckpt.restore_state(state, mine)
+    rng = torch.get_rng_state()
+    today = _fresh_sharded()
+    _load_on_every_rank(today, real)
+    got, want = _shards(state), _shards(today)
+    result = {
+        "keys": sorted(got) == sorted(want),
+        "moments": sum(".exp_avg" in k for k in got),
+        "differ": [k for k in want if not torch.equal(got[k], want[k])],
+        "moved": [k for k, v in before.items() if not torch.equal(got[k], v)],
+        "groups": [{k: v for k, v in g.items() if k != "params"}
+                   for g in state.optimizer.param_groups],  # fmt: skip
+        "today_groups": [{k: v for k, v in g.items() if k != "params"}
+                         for g in today.optimizer.param_groups],  # fmt: skip
+        "scheduler": state.scheduler.state_dict()["last_epoch"],
+        "mixture": state.mixture.loaded, "resets": state.resets, "step": state.step,
+        "rng": torch.equal(rng, torch.load(real / "trainer.pt")["rng"]["torch"]),
+    }  # fmt: skip
+    # rank 0 cannot read a checkpoint: every rank raises, none is left waiting
+    errors = []
+    for load in (
+        lambda: ckpt.load_weights(state.ref, real.parent / "gone" / "policy"),
+        lambda: ckpt.restore_state(state, real.parent / "gone"),
+    ):
+        try:
+            load()
+        except Exception as e:
+            errors.append(f"{type(e).__name__}: {e}")
+    result["errors"] = errors
+    torch.save(result, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_only_rank_0_reads_a_checkpoint_and_the_shards_equal_every_rank_reading(
+    tmp_path: Any,
+) -> None:
+    folder = _checkpoint(tmp_path / "run")
+    fd, name = tempfile.mkstemp(dir=tmp_path)
+    os.close(fd)
+    out = str(tmp_path / "result")
+    mp.spawn(_rank_loads, args=(2, f"file://{name}", str(folder), out), nprocs=2, join=True)
+    saved = torch.load(folder / "trainer.pt", weights_only=True)
+    for rank in (0, 1):
+        r = torch.load(f"{out}.{rank}", weights_only=False)
+        assert r["keys"] and r["moments"] > 0
+        # bitwise the shards that reading the whole checkpoint on every rank gives
+        assert r["differ"] == [], (rank, r["differ"])
+        assert r["moved"], rank  # and the load did replace the fresh weights
+        assert r["groups"] == r["today_groups"]
+        assert r["groups"][0]["lr"] == saved["optimizer"]["param_groups"][0]["lr"] != 0.5
+        assert isinstance(r["groups"][0]["betas"], tuple)
+        assert r["scheduler"] == 2 and r["mixture"] == {"cursor": 7}
+        assert r["resets"] == [1] and r["step"] == 2 and r["rng"]
+        assert len(r["errors"]) == 2, (rank, r["errors"])
+        if rank == 1:
+            assert all("rank 0 could not read the checkpoint" in e for e in r["errors"])
+        else:
+            assert all("gone" in e for e in r["errors"]), r["errors"]

@@ -209,29 +209,39 @@ def prune(run_dir: Path, keep_last: int, milestones_every: int = 0) -> list[Path
 
 
 def load_trainer(ckpt: Path) -> dict[str, Any]:
-    state: dict[str, Any] = torch.load(ckpt / "trainer.pt", weights_only=True)
+    # map_location: a checkpoint written from GPU-resident tensors loads on any machine
+    state: dict[str, Any] = torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True)
     return state
 
 
 def load_weights(model: Any, folder: Path) -> None:
-    """Copy the weights of an HF folder into an already built model (same architecture)."""
+    """Copy the weights of an HF folder into an already built model (same architecture).
+
+    An FSDP2-sharded model: collective; rank 0 alone reads the folder and scatters it."""
     from transformers import AutoModelForCausalLM
 
-    _quiet_hf()
-    saved = AutoModelForCausalLM.from_pretrained(folder, dtype=next(model.parameters()).dtype)
-    _load_full(model, saved.state_dict())
+    def read() -> dict[str, Any]:
+        _quiet_hf()
+        dtype = next(model.parameters()).dtype
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).state_dict()
+
+    _load_full(model, read)
 
 
 def load_reference(ref: Any, ckpt: Path) -> None:
-    _load_full(ref, torch.load(ckpt / "reference.pt", weights_only=True))
+    _load_full(
+        ref, lambda: torch.load(ckpt / "reference.pt", map_location="cpu", weights_only=True)
+    )
 
 
-def _load_full(model: Any, state: dict[str, Any]) -> None:
-    """``model.load_state_dict`` of a whole state dict; an FSDP2-sharded model keeps its
-    shards of it (collective: every rank of the group loads the same checkpoint)."""
-    from prorl.scale.fsdp import load_model_state
+def _load_full(model: Any, read: Callable[[], dict[str, Any]]) -> None:
+    """``model.load_state_dict(read())``. An FSDP2-sharded model: only rank 0 calls
+    ``read`` and sends each rank its shards, one tensor at a time (collective: every rank
+    of the group loads the same checkpoint), so a node's ranks hold one whole copy of the
+    weights between them rather than one each."""
+    from prorl.scale.fsdp import load_model_state, read_on_rank0
 
-    load_model_state(model, state)
+    load_model_state(model, read_on_rank0(model, read))
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -310,14 +320,24 @@ def trainer_state(state: TrainState) -> dict[str, Any]:
 
 
 def restore_state(state: TrainState, folder: Path) -> None:
-    """Load checkpoint ``folder`` into a freshly built ``state`` (same config)."""
-    from prorl.scale.fsdp import load_optimizer_state
+    """Load checkpoint ``folder`` into a freshly built ``state`` (same config).
+
+    FSDP2 (a sharded policy; collective): rank 0 alone reads the files and scatters the
+    weights and AdamW's moments; the rest of ``trainer.pt`` (scheduler, data cursor, RNG
+    states, ...: small) reaches the other ranks as one broadcast object."""
+    from prorl.scale.fsdp import is_sharded, load_optimizer_state, read_on_rank0
 
     load_weights(state.policy, folder / "policy")
     if state.ref is not None:
         load_reference(state.ref, folder)
-    saved = load_trainer(folder)
-    load_optimizer_state(state.policy, state.optimizer, saved["optimizer"])
+    saved = read_on_rank0(state.policy, lambda: load_trainer(folder))
+    optimizer = saved.pop("optimizer") if saved is not None else None
+    if is_sharded(state.policy):
+        from prorl.scale.learner import broadcast
+
+        saved = broadcast(saved)  # rank 0's, without the optimizer's tensors
+    assert saved is not None
+    load_optimizer_state(state.policy, state.optimizer, optimizer)
     state.scheduler.load_state_dict(saved["scheduler"])
     state.mixture.load_state_dict(saved["mixture"])
     state.resets = list(saved["resets"])

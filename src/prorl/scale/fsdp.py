@@ -11,17 +11,21 @@ rank at the same point of the loop: checkpoint save and load, a reset of the ref
 kept checkpoint, and weight shipping to the rollout actors. The helpers here do that through
 ``torch.distributed.checkpoint.state_dict`` and keep every checkpoint in the plain formats a
 single process writes (an HF folder, a state dict, ``optimizer.state_dict()``), so a run can
-resume with any number of ranks and either strategy. A policy -> reference reset needs no
-gather: both are sharded alike, so each rank copies its own shards.
+resume with any number of ranks and either strategy. Gathers land on rank 0; loads are read
+by rank 0 alone and scattered from it tensor by tensor (``read_on_rank0``), so no rank but
+0 ever holds a whole copy. A policy -> reference reset needs no gather: both are sharded
+alike, so each rank copies its own shards.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from prorl.scale.learner import DataParallel
+
+T = TypeVar("T")
 
 
 def is_sharded(model: Any) -> bool:
@@ -99,21 +103,69 @@ def retie(model: Any, state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def load_full_model_state(model: Any, state: dict[str, Any]) -> None:
-    """Load a whole state dict into a sharded ``model``; every rank passes the same one
-    and keeps its own shards (collective)."""
+def reads_checkpoint(model: Any) -> bool:
+    """Whether this process reads checkpoint files to load whole states into ``model``:
+    every process, except the ranks > 0 of an FSDP2 group (rank 0 reads, then scatters)."""
+    import torch.distributed as dist
+
+    return not is_sharded(model) or dist.get_rank() == 0
+
+
+def read_on_rank0(model: Any, read: Callable[[], T]) -> T | None:
+    """``read()`` where ``reads_checkpoint(model)``; None on the other ranks of a sharded
+    ``model``'s group, which must call this too (collective). A failure on rank 0 (a
+    missing or torn file) raises on every rank instead of leaving the others waiting in
+    the next collective for rank 0's shards."""
+    if not is_sharded(model):
+        return read()
+    import torch.distributed as dist
+
+    from prorl.scale.learner import broadcast
+
+    if dist.get_rank() != 0:
+        error = broadcast(None)
+        if error is not None:
+            raise RuntimeError(f"rank 0 could not read the checkpoint: {error}")
+        return None
+    try:
+        value = read()
+    except BaseException as e:
+        broadcast(f"{type(e).__name__}: {e}")
+        raise
+    broadcast(None)
+    return value
+
+
+def _from_rank0() -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    # rank 0 passes the whole state and sends it one tensor at a time (torch's
+    # _broadcast_state_dict: names, shapes and small values first, as one object); each
+    # rank copies its slice of the tensor into its shard and drops it, so a rank > 0 never
+    # holds more than one whole tensor. Works on gloo (CPU) and NCCL alike.
+    return StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+
+
+def load_full_model_state(model: Any, state: dict[str, Any] | None) -> None:
+    """Load a whole state dict into a sharded ``model`` (collective): rank 0 passes it
+    and scatters it, the other ranks pass None (or anything: it is ignored) and keep
+    their shards of rank 0's."""
+    import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
     reshard(model)  # else gathered parameters meet DTensor shards: "mixed Tensor and DTensor"
     # a copy: it replaces the dict's values with this rank's DTensor shards
-    set_model_state_dict(model, dict(state), options=_options(everyone=True))
+    mine = dict(state or {}) if dist.get_rank() == 0 else {}
+    set_model_state_dict(model, mine, options=_from_rank0())
 
 
-def load_model_state(model: Any, state: dict[str, Any]) -> None:
-    """``model.load_state_dict(state)`` for a whole ``state``, sharded model or not."""
+def load_model_state(model: Any, state: dict[str, Any] | None) -> None:
+    """``model.load_state_dict(state)`` for a whole ``state``; a sharded model takes rank
+    0's (``state`` None on the other ranks: see ``read_on_rank0``)."""
     if is_sharded(model):
         load_full_model_state(model, state)
     else:
+        assert state is not None
         model.load_state_dict(state)
 
 
@@ -127,23 +179,31 @@ def full_optimizer_state(model: Any, optimizer: Any) -> dict[str, Any]:
     return to_indexed(named) if named else {}
 
 
-def load_optimizer_state(model: Any, optimizer: Any, state: dict[str, Any]) -> None:
-    """``optimizer.load_state_dict(state)`` for a single-process ``state``, into the
-    sharded parameters (collective)."""
+def load_optimizer_state(model: Any, optimizer: Any, state: dict[str, Any] | None) -> None:
+    """``optimizer.load_state_dict(state)`` for a single-process ``state``; a sharded
+    model's ranks take rank 0's (``state`` None on the others), each keeping the shards
+    of AdamW's moments of its parameters (collective)."""
     if not is_sharded(model):
         optimizer.load_state_dict(state)
         return
+    import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
+    from prorl.scale.learner import broadcast
+
+    rank0 = dist.get_rank() == 0
+    # the hyperparameters are small: every rank gets them, so every rank checks that the
+    # state fits this model (raising together, none left waiting) and restores them as saved
+    saved = broadcast(state["param_groups"] if rank0 and state is not None else None)
     reshard(model)  # the optimizer holds the sharded parameters: name those
     names = {id(p): n for n, p in model.named_parameters()}
     groups = [[names[id(p)] for p in g["params"]] for g in optimizer.param_groups]
-    set_optimizer_state_dict(
-        model, optimizer, to_named(state, groups), options=_options(everyone=True)
-    )
-    for group, saved in zip(optimizer.param_groups, state["param_groups"], strict=True):
+    to_named({"state": {}, "param_groups": saved}, groups)  # raises when it does not fit
+    named = to_named(state, groups) if rank0 and state is not None else {}
+    set_optimizer_state_dict(model, optimizer, named, options=_from_rank0())
+    for group, kept in zip(optimizer.param_groups, saved, strict=True):
         # the hyperparameters as saved (the call above turns the betas tuple into a list)
-        group.update({k: v for k, v in saved.items() if k != "params"})
+        group.update({k: v for k, v in kept.items() if k != "params"})
 
 
 def to_indexed(named: dict[str, Any]) -> dict[str, Any]:
