@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from prorl.cli import main
 from prorl.evaluate import store
@@ -134,6 +135,7 @@ def test_conflicting_settings_refused_without_touching_results(tmp_path: Path) -
     with pytest.raises(ValueError, match="temperature"):
         _run(out, _FakeSampler(), temperature=1.0)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "new").exists()
 
 
 def test_unknown_task_fails_before_anything_is_written(tmp_path: Path) -> None:
@@ -185,7 +187,21 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: Any) -> Non
             str(out),
         ],  # exists, but holds no model
         ["report", str(tmp_path / "empty")],
+        [
+            "eval",
+            "--model",
+            "tiny",
+            "--tasks",
+            "evaltest/fake",
+            "--out",
+            str(out),
+            "--device",
+            "tpu",
+        ],
     ]
+    if not torch.cuda.is_available():  # refused before the model loads or anything is written
+        cases.append(["eval", "--model", "tiny", "--tasks", "evaltest/fake", "--out",
+                      str(tmp_path / "new"), "--device", "cuda"])  # fmt: skip
     (tmp_path / "empty").mkdir()
     for argv in cases:
         assert main(argv) == 2, argv

@@ -104,6 +104,10 @@ def test_cli_debug_preset_end_to_end(tmp_path):
         (["data.tasks=no-such-task"], "unknown task 'no-such-task'"),
         (["model.name=/nonexistent/model"], "does not exist"),
         (["--preset", "nope"], "preset: 'nope' not found"),
+        (["model.device=tpu"], "model.device: choose auto, cpu, cuda or cuda:N"),
+        # this machine has no GPU: refused after the model loads, before anything is written
+        (["model.device=cuda"], "model.device: model.device=cuda, but this process sees no"),
+        (["scale.backend=ray", "scale.gpus_per_worker=1"], "puts the learner ranks on GPUs"),
     ],
 )
 def test_cli_bad_input_is_one_clear_line(tmp_path, args, needle):

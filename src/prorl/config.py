@@ -41,11 +41,24 @@ class TaskSpec:
 class ModelConfig:
     name: str = "smollm2-135m"  # embedded name, HF folder, .gguf file or run directory
     dtype: str = "float32"  # master weights; compute uses bf16 autocast when enabled
-    bf16: bool = True  # CPU autocast to bf16 in the trainer's forward/backward passes
+    bf16: bool = True  # bf16 autocast in the trainer's passes (on CPU: with bf16 hardware only)
     gradient_checkpointing: bool = False
     # torch.compile (inductor) the trainer's passes: fuses the casts and elementwise ops
     # around the matmuls. One-off compile of minutes; see docs/benchmarks.md for the gain.
     compile: bool = False
+    # where the trainer computes: auto (this rank's GPU when there is one; under Ray, GPUs
+    # exactly when scale.gpus_per_worker > 0), cpu, cuda (GPU number LOCAL_RANK) or cuda:N
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_device(self.device, "model.device")
+
+
+def check_device(setting: str, key: str) -> None:
+    """A device setting (``model.device``, ``prorl eval --device``): auto, cpu, cuda, cuda:N."""
+    kind, _, index = setting.partition(":")
+    _check(setting in ("auto", "cpu", "cuda") or (kind == "cuda" and index.isdigit()), key,
+           "choose auto, cpu, cuda or cuda:N")  # fmt: skip
 
 
 @dataclass(frozen=True)

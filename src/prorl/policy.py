@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -30,6 +31,15 @@ class PackedBatch:
     response_ids: torch.Tensor  # [B, R]
     response_mask: torch.Tensor  # [B, R] 1 on real response tokens
     prompt_width: int
+
+    def to(self, device: torch.device) -> PackedBatch:
+        """The same batch on ``device`` (itself when it is already there)."""
+        if self.input_ids.device == device:
+            return self
+        return dataclasses.replace(
+            self, **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)
+                     if f.name != "prompt_width"},
+        )  # fmt: skip
 
 
 def pack(
@@ -62,8 +72,11 @@ def cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def autocast(bf16: bool) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CPU when asked for and the CPU has bf16 hardware; else a no-op."""
+def autocast(bf16: bool, device_type: str = "cpu") -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast when asked for: on a GPU always, on the CPU when it has bf16 hardware;
+    else a no-op."""
+    if bf16 and device_type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
     if bf16 and cpu_has_fast_bf16():
         return torch.autocast("cpu", dtype=torch.bfloat16)
     if bf16 and not _warned:
@@ -96,7 +109,7 @@ def _attention(model: Any) -> Iterator[None]:
     """
     inner = getattr(model, "module", model)
     current = getattr(getattr(inner, "config", None), "_attn_implementation", None)
-    if current in (None, "eager") or _device_type(model) != "cpu":
+    if current in (None, "eager") or policy_device(model).type != "cpu":
         yield
         return
     with attention_implementation(inner, "eager"):
@@ -115,11 +128,14 @@ def attention_implementation(model: Any, name: str) -> Iterator[None]:
         model.set_attn_implementation(current)
 
 
-def _device_type(model: Any) -> str:
+def policy_device(model: Any) -> torch.device:
+    """Where ``model``'s parameters are (the local device of an FSDP2 shard)."""
     try:
-        return str(next(model.parameters()).device.type)
+        p = next(model.parameters())
     except (StopIteration, AttributeError):
-        return "cpu"
+        return torch.device("cpu")
+    local = getattr(p, "to_local", None)  # a DTensor: its device is the mesh's
+    return p.device if local is None else local().device
 
 
 _COMPILED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
@@ -162,9 +178,11 @@ def response_logprobs(
     divided by ``temperature`` (as the sampler does), and optionally the entropy ``[B, R]``
     of that distribution (detached: it is a metric, not part of the loss). ``compile`` runs
     the model through :func:`compiled`."""
+    device = policy_device(model)
+    batch = batch.to(device)  # a no-op when the caller packed it there
     r_w = batch.response_ids.shape[1]
     net = compiled(model) if compile else model
-    with autocast(bf16), _attention(model):
+    with autocast(bf16, device.type), _attention(model):
         logits = net(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,

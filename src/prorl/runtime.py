@@ -203,6 +203,7 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
+        policy.to(scale.device)  # the reference is copied from it, so it lands there too
         if cfg.model.gradient_checkpointing:
             policy.gradient_checkpointing_enable()
             policy.config.use_cache = False

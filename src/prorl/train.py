@@ -30,7 +30,7 @@ from prorl.health import HealthMonitor
 from prorl.metrics import MetricsWriter, append_jsonl
 from prorl.mixture import TaskMixture
 from prorl.models import encode_prompts
-from prorl.policy import pack, response_logprobs
+from prorl.policy import pack, policy_device, response_logprobs
 from prorl.resets import ResetDecision, ResetPolicy
 from prorl.sampling.base import Sampler, derive_seed
 from prorl.types import Example, Sample, SamplingParams, Score
@@ -225,16 +225,22 @@ def update_policy(state: TrainState, groups: list[Group], advantages: torch.Tens
         minis.append(list(range(len(micro), len(micro) + len(own))))
         micro += [m for m, _ in own]
         weight += [w for _, w in own]
-    packed = [pack([seqs[i][0] for i in m], [seqs[i][1] for i in m], _pad(state)) for m in micro]
+    # every tensor of the update lives where the policy computes (prorl.device)
+    device = policy_device(state.policy)
+    packed = [
+        pack([seqs[i][0] for i in m], [seqs[i][1] for i in m], _pad(state)).to(device)
+        for m in micro
+    ]
     masks = [
-        p.response_mask * torch.tensor([float(seqs[i][3]) for i in m])[:, None]
+        p.response_mask * torch.tensor([float(seqs[i][3]) for i in m], device=device)[:, None]
         for p, m in zip(packed, micro, strict=True)
     ]
+    advantages = advantages.to(device)
     counts = [len(s[1]) * float(s[3]) for s in seqs]  # valid response tokens per sequence
     temp, bf16, comp = cfg.rollout.temperature, cfg.model.bf16, cfg.model.compile
     need_old = algo.old_logprobs == "trainer" and (algo.mini_batches > 1 or algo.epochs > 1)
     old, ref = [], []
-    sampler_lp = [_pad_logprobs([seqs[i][2] for i in m], p.response_ids.shape[1])
+    sampler_lp = [_pad_logprobs([seqs[i][2] for i in m], p.response_ids.shape[1]).to(device)
                   for p, m in zip(packed, micro, strict=True)]  # fmt: skip
     with torch.no_grad():  # frozen quantities, computed once before any update
         for j, p in enumerate(packed):

@@ -77,6 +77,12 @@ def add_parsers(subparsers: Any) -> None:
         default="hf",
         help="hf (default) or vllm (needs the vllm extra; several times faster, docs/vllm.md)",
     )
+    ev.add_argument(
+        "--device",
+        default="auto",
+        help="where the HF sampler runs: auto (default: the first GPU if any, else the CPU), "
+        "cpu, cuda or cuda:N",
+    )
     ev.add_argument("--report", action="store_true", help="also write the report when done")
     ev.set_defaults(func=run_eval)
 
@@ -138,6 +144,7 @@ def run_eval(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             bf16=args.bf16_autocast,
             sampler=args.sampler,
+            device=args.device,
             verify_timeout_s=args.verify_timeout,
         )
     except ValueError as e:  # includes UnknownTaskError and ModelLoadError

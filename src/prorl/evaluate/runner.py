@@ -243,13 +243,16 @@ def _row(
 
 def load_model(
     spec: str, dtype: str = "float32", batch_size: int = 32, bf16: bool = False,
-    sampler: str = "hf",
+    sampler: str = "hf", device: str = "auto",
 ) -> tuple[Any, Any, Any]:  # fmt: skip
     """(sampler, tokenizer, encode) for a model spec; ModelLoadError (a ValueError) if it fails,
     a ConfigError (also a ValueError) when ``sampler="vllm"`` but vllm is not installed.
 
     bf16 autocast is off by default: measured here, HF decoding of SmolLM2-135M ran about 3x
-    slower under CPU bf16 autocast than in fp32 (16 x 16 tokens: 54 s vs 17 s)."""
+    slower under CPU bf16 autocast than in fp32 (16 x 16 tokens: 54 s vs 17 s). ``device``
+    places the HF sampler's model (``auto``: the first GPU when there is one; vLLM places its
+    own engine)."""
+    from prorl.device import resolve_device, visible_gpus
     from prorl.models import encode_prompts, load_policy
 
     if sampler not in ("hf", "vllm"):
@@ -261,6 +264,7 @@ def load_model(
         return VLLMSampler(model, tokenizer, max_num_seqs=batch_size), tokenizer, encode_prompts
     from prorl.sampling.hf import HFSampler
 
+    model.to(resolve_device(device, cuda_count=visible_gpus(), key="--device"))
     return HFSampler(model, tokenizer, batch_size=batch_size, bf16=bf16), tokenizer, encode_prompts
 
 
@@ -289,6 +293,7 @@ def run_evaluation(
     batch_size: int = 32,
     bf16: bool = False,
     sampler: str = "hf",
+    device: str = "auto",
     scorer: Scorer | None = None,
     verify_timeout_s: float = 10.0,
     loader: Callable[[str], tuple[Any, Any, Any]] | None = None,
@@ -306,8 +311,11 @@ def run_evaluation(
         raise ValueError("two --model arguments share a label; name them with LABEL=PATH")
     if loader is None:
         check_model_specs([spec for _, spec in labelled])
+        from prorl.device import resolve_device, visible_gpus
+
+        resolve_device(device, cuda_count=visible_gpus(), key="--device")  # a missing GPU too
     prepare_dir(out, settings, tasks, ks, threshold)
-    load = loader or (lambda spec: load_model(spec, dtype, batch_size, bf16, sampler))
+    load = loader or (lambda spec: load_model(spec, dtype, batch_size, bf16, sampler, device))
     pool = None
     new: dict[str, int] = {}
     try:

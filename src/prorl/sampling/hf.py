@@ -163,7 +163,7 @@ class HFSampler:
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if _device(self.model).type == "cpu":
             return contextlib.nullcontext()  # fp32 decode on CPU: see __init__
-        return autocast(self.bf16)
+        return autocast(self.bf16, _device(self.model).type)
 
 
 def _fill_batches(units: list[Unit], batch_size: int) -> Iterator[list[Unit]]:

@@ -22,6 +22,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from prorl.device import learner_device
+
 
 class LearnerFailed(RuntimeError):
     """A learner rank died or a collective failed: the run stopped; resume from the newest
@@ -37,6 +41,7 @@ class Scale:
         self.owns_ray = False
         self.closers: list[Callable[[], None]] = []
         self._scratch: Path | None = None
+        self.device = torch.device("cpu")  # where this rank's learner computes
 
     @property
     def is_main(self) -> bool:
@@ -64,13 +69,14 @@ class Scale:
                               "scale.learner_procs=N without torchrun (rollout actors hold "
                               "whole copies), or scale.learner_strategy=ddp")  # fmt: skip
         scale = cls(cfg, rank, world)
+        group = s.learner_procs if s.backend == "ray" else world
+        scale.device = learner_device(cfg, group)  # refuses a missing GPU: nothing started yet
         if s.backend == "ray" and rank == 0:
             scale._start_ray()
         if scale.world > 1:
             from prorl.scale.learner import init_group
 
-            init_group(scale.rank, scale.world, scale._init_method, s.gpus_per_worker > 0,
-                       s.timeout_s)  # fmt: skip
+            init_group(scale.rank, scale.world, scale._init_method, scale.device, s.timeout_s)
         return scale
 
     _init_method = "env://"

@@ -33,17 +33,24 @@ def env_world() -> tuple[int, int]:
 
 
 def init_group(
-    rank: int, world: int, init_method: str = "env://", gpu: bool = False, timeout_s: float = 600
-) -> None:
-    """Join the learner group: gloo on CPU, NCCL when the learner has GPUs."""
+    rank: int, world: int, init_method: str = "env://", device: torch.device | None = None,
+    timeout_s: float = 600,
+) -> None:  # fmt: skip
+    """Join the learner group: gloo on CPU, NCCL when the learner computes on GPUs (every
+    rank resolves the same kind of device: ``prorl.device``)."""
     if dist.is_initialized():
         return
-    if gpu:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    backend = group_backend(device)
+    if backend == "nccl":
+        torch.cuda.set_device(device)  # NCCL's collectives and object lists use this GPU
     dist.init_process_group(
-        "nccl" if gpu else "gloo", init_method=init_method, rank=rank, world_size=world,
+        backend, init_method=init_method, rank=rank, world_size=world,
         timeout=datetime.timedelta(seconds=timeout_s),
     )  # fmt: skip
+
+
+def group_backend(device: torch.device | None) -> str:
+    return "nccl" if device is not None and device.type == "cuda" else "gloo"
 
 
 def close_group() -> None:
@@ -73,8 +80,14 @@ class DataParallel:
         if self._model is None:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
+            from prorl.policy import policy_device
+
+            device = policy_device(self.policy)
             # buffers (rotary tables) are identical on every rank: no per-step broadcast
-            self._model = DDP(self.policy, forward_sync_buffers=False)
+            self._model = DDP(
+                self.policy, device_ids=[device] if device.type == "cuda" else None,
+                forward_sync_buffers=False,
+            )  # fmt: skip
         return self._model
 
     def shard(self, ids: Sequence[int], micro_batch_size: int) -> list[tuple[list[int], float]]:
