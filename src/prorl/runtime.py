@@ -238,9 +238,18 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
                     save_config(cfg, run_dir / "config.yaml")  # e.g. a raised ``steps``
             writer = MetricsWriter(own_dir, cfg.tensorboard and scale.is_main)
             _report_worker_events(state, writer)
+            placed = scale.placement(state.sampler, pool)
+            if placed is not None:  # Ray: which node runs what
+                writer.event(state.step, "placement", **placed)
             if found is not None:
                 writer.event(state.step, "resume", checkpoint=str(found), changed=changed)
             display = Display(cfg.steps, state.step, live) if scale.is_main else QuietDisplay()
+            if placed is not None:
+                display.message(
+                    f"ray: {len(placed.get('rollout', []))} rollout and "
+                    f"{len(placed.get('verifier', []))} verifier workers, "
+                    f"{len(placed['learner'])} learner ranks on {placed['nodes']} node(s)"
+                )
             try:
                 with stop_on_signals(state, display), scale.learner_failures(writer, state):
                     final = train_loop(

@@ -38,6 +38,7 @@ class Scale:
         self.rank, self.world = rank, world
         self.followers: list[Any] = []  # Ray learner actors (rank 0 of a Ray group)
         self.runs: list[Any] = []  # their run() refs
+        self.follower_where: list[Any] = []  # their where() refs
         self.owns_ray = False
         self.closers: list[Callable[[], None]] = []
         self._scratch: Path | None = None
@@ -127,6 +128,7 @@ class Scale:
             a = actor.options(num_cpus=s.cpus_per_worker, num_gpus=s.gpus_per_worker,
                               scheduling_strategy=strategy).remote()  # fmt: skip
             self.followers.append(a)
+            self.follower_where.append(a.where.remote())  # answered before run() starts
             env = {"RANK": str(r), "WORLD_SIZE": str(self.world), "PRORL_RAY_LEARNER": "1",
                    "MASTER_ADDR": host, "MASTER_PORT": str(port)}  # fmt: skip
             self.runs.append(a.run.remote(self.cfg, env))
@@ -182,6 +184,22 @@ class Scale:
                 f"learner group failed during step {state.step + 1} ({first}); {where}: "
                 f"continue with prorl train --resume {self.cfg.run_dir}"
             ) from e
+
+    def placement(self, sampler: Any, pool: Any) -> dict[str, Any] | None:
+        """Rank 0 of a Ray run: where every actor and learner rank runs (node id, pid, GPU
+        ids), for the ``placement`` event; None otherwise."""
+        if not (self.ray and self.is_main):
+            return None
+        import ray
+
+        from prorl.scale.workers import where
+
+        groups = {"rollout": getattr(sampler, "inner", sampler), "verifier": pool}
+        out = {k: g.group.where() for k, g in groups.items() if hasattr(g, "group")}
+        me = {**where(), "device": str(self.device)}
+        out["learner"] = [me, *ray.get(self.follower_where)]
+        out["nodes"] = len({w["node"] for ws in out.values() for w in ws})
+        return out
 
     # -- the swapped objects
 
@@ -267,6 +285,11 @@ class Scale:
 
 class LearnerRank:
     """A learner rank > 0 as a Ray actor: the same training loop, in its own process."""
+
+    def where(self) -> dict[str, Any]:
+        from prorl.scale.workers import where
+
+        return where()
 
     def run(self, cfg: Any, env: dict[str, str]) -> int:
         os.environ.update(env)

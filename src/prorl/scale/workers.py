@@ -30,6 +30,15 @@ MAX_REPLACEMENTS = 3
 EventFn = Callable[..., Any]
 
 
+def where() -> dict[str, Any]:
+    """Where this process runs: Ray node id, pid and the GPU ids Ray gave it."""
+    return {
+        "node": ray.get_runtime_context().get_node_id(),
+        "pid": os.getpid(),
+        "gpus": [str(g) for g in ray.get_gpu_ids()],
+    }
+
+
 class RolloutWorker:
     """One rollout actor: its own copy of the policy and a sampler over it."""
 
@@ -46,6 +55,9 @@ class RolloutWorker:
         policy.eval()
         self.policy = policy
         self.sampler = make_sampler(cfg, policy, tokenizer)
+
+    def where(self) -> dict[str, Any]:
+        return where()
 
     def load(self, state_dict: dict[str, Any]) -> int:
         self.policy.load_state_dict(state_dict)
@@ -68,6 +80,9 @@ class VerifierWorker:
 
     def score_batch(self, items: list[Any]) -> list[Score]:
         return self.pool.score_batch(items)
+
+    def where(self) -> dict[str, Any]:
+        return where()
 
 
 class _Group:
@@ -123,6 +138,10 @@ class _Group:
                     prepare(actor)
                 refs[i] = call(actor, shares[i])
         return out
+
+    def where(self) -> list[dict[str, Any]]:
+        """Each actor's node, pid and GPUs (for the run's ``placement`` event)."""
+        return ray.get([a.where.remote() for a in self.actors])  # type: ignore[no-any-return]
 
     def close(self) -> None:
         for a in self.actors:
