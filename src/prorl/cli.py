@@ -48,14 +48,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _error(str(e))
     from prorl.checkpoint import CheckpointSaveError
     from prorl.runtime import run_training
-    from prorl.scale import LearnerFailed
+    from prorl.scale import LearnerFailed, WorkerStartError
     from prorl.train import TrainingStopped
 
     try:
         final = run_training(cfg)
     except (ConfigError, ModelLoadError) as e:
         return _error(str(e))
-    except (CheckpointSaveError, LearnerFailed) as e:
+    except (CheckpointSaveError, LearnerFailed, WorkerStartError) as e:
         return _error(str(e), 1)
     except TrainingStopped as e:
         _exit_quietly_on_signal()

@@ -32,6 +32,11 @@ class LearnerFailed(RuntimeError):
     complete checkpoint."""
 
 
+class WorkerStartError(RuntimeError):
+    """A Ray actor failed in its constructor (a bad engine setting, a missing package, no
+    memory): replacing it would fail the same way, so the run stops with its error."""
+
+
 class Scale:
     def __init__(self, cfg: Any, rank: int = 0, world: int = 1) -> None:
         self.cfg = cfg
@@ -43,6 +48,7 @@ class Scale:
         self.closers: list[Callable[[], None]] = []
         self._scratch: Path | None = None
         self.device = torch.device("cpu")  # where this rank's learner computes
+        self._owns_group = False  # torch.distributed initialised here (not by e.g. vLLM)
 
     @property
     def is_main(self) -> bool:
@@ -77,7 +83,9 @@ class Scale:
         if scale.world > 1:
             from prorl.scale.learner import init_group
 
-            init_group(scale.rank, scale.world, scale._init_method, scale.device, s.timeout_s)
+            scale._owns_group = init_group(
+                scale.rank, scale.world, scale._init_method, scale.device, s.timeout_s
+            )
         return scale
 
     _init_method = "env://"
@@ -144,7 +152,8 @@ class Scale:
     def close(self) -> None:
         from prorl.scale.learner import close_group
 
-        close_group()
+        if self._owns_group:  # an in-process vLLM engine's own group is its to destroy
+            close_group()
         if self.followers:
             import ray
 
@@ -230,6 +239,8 @@ class Scale:
                 self.closers.append(inner.close)
         else:
             inner = local()
+            if hasattr(inner, "close"):  # an in-process vLLM engine ends with the run
+                self.closers.append(inner.close)
         if self.world == 1:
             return inner
         from prorl.scale.learner import CollectiveSampler

@@ -35,11 +35,17 @@ def env_world() -> tuple[int, int]:
 def init_group(
     rank: int, world: int, init_method: str = "env://", device: torch.device | None = None,
     timeout_s: float = 600,
-) -> None:  # fmt: skip
+) -> bool:  # fmt: skip
     """Join the learner group: gloo on CPU, NCCL when the learner computes on GPUs (every
-    rank resolves the same kind of device: ``prorl.device``)."""
+    rank resolves the same kind of device: ``prorl.device``). False when this process was
+    already in a group, which must then be the learner group itself."""
     if dist.is_initialized():
-        return
+        if dist.get_world_size() != world:  # e.g. an in-process engine's private group
+            raise RuntimeError(
+                f"torch.distributed is already initialised with {dist.get_world_size()} "
+                f"ranks in this process; the learner group needs {world}"
+            )
+        return False
     backend = group_backend(device)
     if backend == "nccl":
         torch.cuda.set_device(device)  # NCCL's collectives and object lists use this GPU
@@ -47,6 +53,7 @@ def init_group(
         backend, init_method=init_method, rank=rank, world_size=world,
         timeout=datetime.timedelta(seconds=timeout_s),
     )  # fmt: skip
+    return True
 
 
 def group_backend(device: torch.device | None) -> str:

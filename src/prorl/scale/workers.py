@@ -100,6 +100,7 @@ class _Group:
         self.actors = [self._spawn(i) for i in range(k)]
         self.on_event: EventFn | None = None
         self.replacements = 0
+        self.where()  # every actor constructed, or the first one's error
 
     def _spawn(self, i: int) -> Any:
         strategy = PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i)
@@ -130,6 +131,8 @@ class _Group:
                 out[i] = ray.get(ready[0])
                 del refs[i]
             except RayActorError as e:
+                if e.actor_init_failed:  # its replacement would fail the same way
+                    raise start_error(self.kind, i, e) from e
                 tries[i] += 1
                 if tries[i] > MAX_REPLACEMENTS:
                     raise RuntimeError(f"{self.kind} share {i} killed {tries[i]} workers") from e
@@ -140,13 +143,32 @@ class _Group:
         return out
 
     def where(self) -> list[dict[str, Any]]:
-        """Each actor's node, pid and GPUs (for the run's ``placement`` event)."""
-        return ray.get([a.where.remote() for a in self.actors])  # type: ignore[no-any-return]
+        """Each actor's node, pid and GPUs (for the run's ``placement`` event); waits for
+        every actor's constructor, and raises ``WorkerStartError`` if one failed."""
+        out = []
+        for i, a in enumerate(self.actors):
+            try:
+                out.append(ray.get(a.where.remote()))
+            except RayActorError as e:
+                if not e.actor_init_failed:
+                    raise
+                raise start_error(self.kind, i, e) from e
+        return out
 
     def close(self) -> None:
         for a in self.actors:
             ray.kill(a)
         remove_placement_group(self.pg)
+
+
+def start_error(kind: str, index: int, error: RayActorError) -> Exception:
+    """A one-line ``WorkerStartError`` carrying the constructor's own exception line."""
+    from prorl.scale import WorkerStartError
+
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    return WorkerStartError(
+        f"{kind} worker {index} could not start: {lines[-1] if lines else error}"
+    )
 
 
 class RaySampler:
