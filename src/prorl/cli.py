@@ -64,7 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return _error("interrupted", 130)
     reward = final.get("eval/reward")
-    if reward is not None:
+    if reward is not None and os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 reports
         print(f"final validation reward {reward:.3f}; run in {cfg.run_dir}")
     return 0
 
