@@ -217,7 +217,7 @@ def load_trainer(ckpt: Path) -> dict[str, Any]:
 def load_weights(model: Any, folder: Path) -> None:
     """Copy the weights of an HF folder into an already built model (same architecture).
 
-    An FSDP2-sharded model: collective; rank 0 alone reads the folder and scatters it."""
+    In a learner group: collective; rank 0 alone reads the folder (see ``_load_full``)."""
     from transformers import AutoModelForCausalLM
 
     def read() -> dict[str, Any]:
@@ -235,13 +235,32 @@ def load_reference(ref: Any, ckpt: Path) -> None:
 
 
 def _load_full(model: Any, read: Callable[[], dict[str, Any]]) -> None:
-    """``model.load_state_dict(read())``. An FSDP2-sharded model: only rank 0 calls
-    ``read`` and sends each rank its shards, one tensor at a time (collective: every rank
-    of the group loads the same checkpoint), so a node's ranks hold one whole copy of the
-    weights between them rather than one each."""
-    from prorl.scale.fsdp import load_model_state, read_on_rank0
+    """``model.load_state_dict(read())``. In a learner group (collective: every rank loads
+    the same checkpoint) only rank 0 calls ``read``, so ranks > 0 need not see the run
+    directory: an FSDP2-sharded model gets its shards scattered from rank 0 one tensor at a
+    time (a node's ranks hold one whole copy between them, not one each); a DDP rank 0
+    loads its model and broadcasts each tensor into the others' in place."""
+    from prorl.scale.fsdp import is_sharded, load_full_model_state
+    from prorl.scale.learner import broadcast_module, in_group, on_rank0
 
-    load_model_state(model, read_on_rank0(model, read))
+    if is_sharded(model):
+        load_full_model_state(model, on_rank0(read))
+        return
+    on_rank0(lambda: model.load_state_dict(read()))  # a state that does not fit: raises
+    if in_group():
+        broadcast_module(model)
+
+
+def kept_checkpoint(run_dir: Path, step: int) -> Path | None:
+    """The complete checkpoint of ``step`` if the run kept it. In a learner group rank 0
+    looks and every rank gets its answer (collective), so the ranks cannot disagree."""
+    from prorl.scale.learner import on_rank0
+
+    def look() -> Path | None:
+        found = [d for d in checkpoint_dirs(run_dir) if _step_of(d) == step]
+        return found[0] if found else None
+
+    return on_rank0(look, share=True)
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -322,19 +341,19 @@ def trainer_state(state: TrainState) -> dict[str, Any]:
 def restore_state(state: TrainState, folder: Path) -> None:
     """Load checkpoint ``folder`` into a freshly built ``state`` (same config).
 
-    FSDP2 (a sharded policy; collective): rank 0 alone reads the files and scatters the
-    weights and AdamW's moments; the rest of ``trainer.pt`` (scheduler, data cursor, RNG
-    states, ...: small) reaches the other ranks as one broadcast object."""
-    from prorl.scale.fsdp import is_sharded, load_optimizer_state, read_on_rank0
+    In a learner group (DDP or FSDP2; collective) rank 0 alone reads the files: it sends
+    the weights and AdamW's moments tensor by tensor (scattered to shards under FSDP2), and
+    the rest of ``trainer.pt`` (scheduler, data cursor, RNG states, ...: small) as one
+    broadcast object. Every rank ends with rank 0's state; ranks > 0 read nothing."""
+    from prorl.scale.fsdp import load_optimizer_state
+    from prorl.scale.learner import broadcast, in_group, on_rank0
 
     load_weights(state.policy, folder / "policy")
     if state.ref is not None:
         load_reference(state.ref, folder)
-    saved = read_on_rank0(state.policy, lambda: load_trainer(folder))
+    saved = on_rank0(lambda: load_trainer(folder))
     optimizer = saved.pop("optimizer") if saved is not None else None
-    if is_sharded(state.policy):
-        from prorl.scale.learner import broadcast
-
+    if in_group():
         saved = broadcast(saved)  # rank 0's, without the optimizer's tensors
     assert saved is not None
     load_optimizer_state(state.policy, state.optimizer, optimizer)
@@ -371,7 +390,7 @@ def save_state(state: TrainState, run_dir: Path) -> Path:
             "the previous checkpoints are intact"
         ) from e
     prune(run_dir, c.keep_last, c.milestones_every)
-    if state.learner is not None:  # the other ranks may read it (a reset to the best)
+    if state.learner is not None:  # the group leaves the save together (ranks > 0 wait above)
         state.learner.barrier()
     return folder
 

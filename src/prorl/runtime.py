@@ -195,7 +195,7 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
     except BaseException:
         scale.close()
         raise
-    changed = check_resume(cfg, found) if found else []
+    changed = scale.on_main(lambda: check_resume(cfg, found)) if found else []
     created = found is None and scale.is_main  # a resumed run's directory is never cleaned up
     try:
         if created:

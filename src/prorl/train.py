@@ -378,7 +378,8 @@ def rollout_metrics(
 
 def reset_reference(state: TrainState, reset_optimizer: bool, source: Path | None = None) -> None:
     """Hard reset: the reference becomes the current policy (or the HF folder ``source``,
-    a kept checkpoint's policy); optionally fresh AdamW state."""
+    a kept checkpoint's policy, read by rank 0 alone in a learner group); optionally fresh
+    AdamW state."""
     if state.ref is not None:
         if source is None:
             state.ref.load_state_dict(state.policy.state_dict())
@@ -394,9 +395,9 @@ def apply_reset(state: TrainState, decision: ResetDecision, run_dir: Path) -> di
     source, label = None, "policy"
     best = decision.best_step
     if c.target == "best" and best is not None:
-        found = [d for d in ckpt.checkpoint_dirs(run_dir) if d.name == ckpt.step_name(best)]
-        if found:  # else the best step's checkpoint was not kept: the current policy
-            source, label = found[0] / "policy", f"checkpoint {found[0].name}"
+        found = ckpt.kept_checkpoint(run_dir, best)  # a learner group: rank 0's answer
+        if found is not None:  # else the best step's checkpoint was not kept: the policy
+            source, label = found / "policy", f"checkpoint {found.name}"
     reset_reference(state, c.reset_optimizer, source)
     return {"reason": decision.reason, "cause": decision.metrics, "reference": label,
             "reset_optimizer": c.reset_optimizer}  # fmt: skip

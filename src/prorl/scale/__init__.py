@@ -213,13 +213,13 @@ class Scale:
     # -- the swapped objects
 
     def run_dir(self, run_dir: Path) -> Path:
-        """Where this rank writes: the run directory on rank 0, a scratch directory on the
-        others (whose ``checkpoints`` points at rank 0's, for resets to a kept checkpoint)."""
+        """Where this rank writes: the run directory on rank 0, an empty scratch directory
+        on the others. Ranks > 0 never read the run directory: rank 0 reads checkpoints
+        and broadcasts them (prorl.checkpoint), so it may be local to rank 0's node."""
         if self.is_main:
             return run_dir
         if self._scratch is None:
             self._scratch = Path(tempfile.mkdtemp(prefix=f"prorl-rank{self.rank}-"))
-            (self._scratch / "checkpoints").symlink_to((run_dir / "checkpoints").resolve())
         return self._scratch
 
     def share(self, value: Any) -> Any:
@@ -229,6 +229,15 @@ class Scale:
         from prorl.scale.learner import broadcast
 
         return broadcast(value)
+
+    def on_main(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` on rank 0 (e.g. reading the run directory), its value on every rank; a
+        failure raises on every rank (prorl.scale.learner.on_rank0)."""
+        if self.world == 1:
+            return fn()
+        from prorl.scale.learner import on_rank0
+
+        return on_rank0(fn, share=True)
 
     def sampler(self, local: Callable[[], Any], policy: Any) -> Any:
         if self.ray:

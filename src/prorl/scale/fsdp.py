@@ -12,20 +12,18 @@ kept checkpoint, and weight shipping to the rollout actors. The helpers here do 
 ``torch.distributed.checkpoint.state_dict`` and keep every checkpoint in the plain formats a
 single process writes (an HF folder, a state dict, ``optimizer.state_dict()``), so a run can
 resume with any number of ranks and either strategy. Gathers land on rank 0; loads are read
-by rank 0 alone and scattered from it tensor by tensor (``read_on_rank0``), so no rank but
-0 ever holds a whole copy. A policy -> reference reset needs no gather: both are sharded
+by rank 0 alone and scattered from it tensor by tensor (``prorl.scale.learner.on_rank0``),
+so no rank but 0 ever holds a whole copy. A policy -> reference reset needs no gather: both are sharded
 alike, so each rank copies its own shards.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from prorl.scale.learner import DataParallel
-
-T = TypeVar("T")
 
 
 def is_sharded(model: Any) -> bool:
@@ -103,39 +101,6 @@ def retie(model: Any, state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def reads_checkpoint(model: Any) -> bool:
-    """Whether this process reads checkpoint files to load whole states into ``model``:
-    every process, except the ranks > 0 of an FSDP2 group (rank 0 reads, then scatters)."""
-    import torch.distributed as dist
-
-    return not is_sharded(model) or dist.get_rank() == 0
-
-
-def read_on_rank0(model: Any, read: Callable[[], T]) -> T | None:
-    """``read()`` where ``reads_checkpoint(model)``; None on the other ranks of a sharded
-    ``model``'s group, which must call this too (collective). A failure on rank 0 (a
-    missing or torn file) raises on every rank instead of leaving the others waiting in
-    the next collective for rank 0's shards."""
-    if not is_sharded(model):
-        return read()
-    import torch.distributed as dist
-
-    from prorl.scale.learner import broadcast
-
-    if dist.get_rank() != 0:
-        error = broadcast(None)
-        if error is not None:
-            raise RuntimeError(f"rank 0 could not read the checkpoint: {error}")
-        return None
-    try:
-        value = read()
-    except BaseException as e:
-        broadcast(f"{type(e).__name__}: {e}")
-        raise
-    broadcast(None)
-    return value
-
-
 def _from_rank0() -> Any:
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
@@ -149,7 +114,7 @@ def _from_rank0() -> Any:
 def load_full_model_state(model: Any, state: dict[str, Any] | None) -> None:
     """Load a whole state dict into a sharded ``model`` (collective): rank 0 passes it
     and scatters it, the other ranks pass None (or anything: it is ignored) and keep
-    their shards of rank 0's."""
+    their shards of rank 0's (see ``prorl.scale.learner.on_rank0``)."""
     import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
@@ -157,16 +122,6 @@ def load_full_model_state(model: Any, state: dict[str, Any] | None) -> None:
     # a copy: it replaces the dict's values with this rank's DTensor shards
     mine = dict(state or {}) if dist.get_rank() == 0 else {}
     set_model_state_dict(model, mine, options=_from_rank0())
-
-
-def load_model_state(model: Any, state: dict[str, Any] | None) -> None:
-    """``model.load_state_dict(state)`` for a whole ``state``; a sharded model takes rank
-    0's (``state`` None on the other ranks: see ``read_on_rank0``)."""
-    if is_sharded(model):
-        load_full_model_state(model, state)
-    else:
-        assert state is not None
-        model.load_state_dict(state)
 
 
 def full_optimizer_state(model: Any, optimizer: Any) -> dict[str, Any]:
@@ -180,11 +135,17 @@ def full_optimizer_state(model: Any, optimizer: Any) -> dict[str, Any]:
 
 
 def load_optimizer_state(model: Any, optimizer: Any, state: dict[str, Any] | None) -> None:
-    """``optimizer.load_state_dict(state)`` for a single-process ``state``; a sharded
-    model's ranks take rank 0's (``state`` None on the others), each keeping the shards
-    of AdamW's moments of its parameters (collective)."""
+    """``optimizer.load_state_dict(state)`` for a single-process ``state``; in a learner
+    group every rank takes rank 0's (``state`` None on the others; collective): a sharded
+    model's ranks keep the shards of AdamW's moments of their parameters, DDP ranks a
+    whole copy (``prorl.scale.learner.load_optimizer_state``)."""
+    from prorl.scale import learner
+
     if not is_sharded(model):
-        optimizer.load_state_dict(state)
+        if learner.in_group():
+            learner.load_optimizer_state(optimizer, state)
+        else:
+            optimizer.load_state_dict(state)
         return
     import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict

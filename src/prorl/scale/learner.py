@@ -9,7 +9,9 @@ Since each micro-batch's loss is normalised by the token (or sequence) count of 
 mini-batch, the summed gradient equals the single-process one up to float rounding.
 
 Rank 0 alone writes the run directory (metrics, events, checkpoints, validation results);
-the other ranks write a scratch directory that is deleted at exit.
+the other ranks write a scratch directory that is deleted at exit. Rank 0 alone reads it
+too: checkpoints are read on rank 0 and their tensors broadcast (``on_rank0``,
+``broadcast_module``, ``load_optimizer_state``), so ranks > 0 need not see it at all.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ import contextlib
 import datetime
 import os
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from prorl.types import Example, Sample, Score
+
+T = TypeVar("T")
 
 
 def env_world() -> tuple[int, int]:
@@ -147,6 +151,122 @@ def broadcast(value: Any, src: int = 0) -> Any:
     box = [value]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def in_group() -> bool:
+    """Whether this process is one rank of a learner group of several processes."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def on_rank0(fn: Callable[[], T], share: bool = False) -> T | None:
+    """``fn()`` (e.g. reading a checkpoint) on rank 0 alone when a learner group runs, and
+    ``fn()`` in one process. Collective: every rank calls it at the same point of the loop.
+    Ranks > 0 get rank 0's value with ``share`` (a small, picklable one), else None.
+
+    A failure on rank 0 (a missing or torn file, a state that does not fit the model)
+    raises on every rank instead of leaving the others waiting in the next collective for
+    rank 0's tensors: a ConfigError as a ConfigError with rank 0's message (exit code 2 on
+    every rank of a torchrun launch), anything else as a RuntimeError naming it."""
+    if not in_group():
+        return fn()
+    if dist.get_rank() != 0:
+        error, value = broadcast(None)
+        if error is not None:
+            kind, text = error
+            if kind == "config":
+                from prorl.config import ConfigError
+
+                raise ConfigError(text)
+            raise RuntimeError(f"rank 0 could not read the checkpoint: {text}")
+        return value  # type: ignore[no-any-return]
+    try:
+        value = fn()
+    except BaseException as e:
+        from prorl.config import ConfigError
+
+        kind = "config" if isinstance(e, ConfigError) else "other"
+        broadcast(((kind, str(e) if kind == "config" else f"{type(e).__name__}: {e}"), None))
+        raise
+    broadcast((None, value if share else None))
+    return value
+
+
+def broadcast_tensors(tensors: Iterable[torch.Tensor], dedupe: bool = True) -> None:
+    """Overwrite ``tensors`` in place with rank 0's, one tensor at a time (collective: every
+    rank passes tensors of the same shapes and dtypes in the same order, on the device its
+    backend uses: CPU for gloo, its GPU for NCCL). ``dedupe``: a tensor sharing memory with
+    an earlier one (a head tied to the embedding: tied alike on every rank) is sent once."""
+    seen: set[int] = set()
+    for t in tensors:
+        if t.numel() == 0 or (dedupe and t.data_ptr() in seen):
+            continue
+        seen.add(t.data_ptr())
+        if t.is_contiguous():
+            dist.broadcast(t, src=0)
+        else:  # the collective needs one dense buffer
+            buf = t.contiguous()
+            dist.broadcast(buf, src=0)
+            t.copy_(buf)
+
+
+@torch.no_grad()
+def broadcast_module(model: Any) -> None:
+    """Every rank's ``model`` takes rank 0's weights and buffers, in place (collective; the
+    same architecture on every rank): ``model.state_dict()``'s tensors share the module's
+    memory, so receiving into them loads them, with no second copy on any rank."""
+    broadcast_tensors(model.state_dict().values())
+
+
+def load_optimizer_state(optimizer: Any, state: dict[str, Any] | None) -> None:
+    """``optimizer.load_state_dict(state)`` on every rank of a (DDP) learner group from the
+    ``state`` rank 0 read (None on ranks > 0; collective).
+
+    Rank 0 loads it (a state that does not fit raises on every rank), then sends its layout:
+    the hyperparameters, 0-dim tensors (AdamW's ``step``) as values, and the shape and dtype
+    of every other tensor (the moments): a small object. Then each moment goes on its own;
+    ranks > 0 allocate it where its parameter lives, receive it in place and load the
+    result. Broadcasting the whole state as one object would pickle it on rank 0 and leave
+    every other rank holding the pickled bytes besides the unpickled copy (twice the
+    moments, twice the parameters' size each, per rank); this way a rank > 0 holds exactly
+    the state it keeps, and NCCL moves GPU moments without a trip through host memory."""
+    on_rank0(lambda: optimizer.load_state_dict(state))
+    mine = optimizer.state_dict() if dist.get_rank() == 0 else None  # the live tensors
+    layout = broadcast(_layout(mine) if mine is not None else None)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    full = mine or {
+        "param_groups": layout["param_groups"],
+        "state": {
+            i: {k: _allocate(v, params[i].device) for k, v in entries.items()}
+            for i, entries in layout["state"].items()
+        },
+    }
+    order = [(i, k) for i, entries in layout["state"].items() for k, v in entries.items()
+             if isinstance(v, _Meta)]  # fmt: skip
+    broadcast_tensors((full["state"][i][k] for i, k in order), dedupe=False)
+    if mine is None:
+        optimizer.load_state_dict(full)
+
+
+class _Meta(tuple[tuple[int, ...], torch.dtype]):
+    """The shape and dtype of a tensor sent separately."""
+
+
+def _allocate(v: Any, device: torch.device) -> Any:
+    return torch.empty(v[0], dtype=v[1], device=device) if isinstance(v, _Meta) else v
+
+
+def _layout(state: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer state dict without its large tensors: (shape, dtype) in their place."""
+
+    def slot(v: Any) -> Any:
+        if isinstance(v, torch.Tensor) and v.dim() > 0:
+            return _Meta((tuple(v.shape), v.dtype))
+        return v.cpu() if isinstance(v, torch.Tensor) else v
+
+    return {
+        "param_groups": state["param_groups"],
+        "state": {i: {k: slot(v) for k, v in s.items()} for i, s in state["state"].items()},
+    }
 
 
 class CollectiveSampler:
