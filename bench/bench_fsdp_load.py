@@ -1,6 +1,8 @@
-"""Host memory of an FSDP2 group loading a checkpoint: every rank reading it vs rank 0 only.
+"""Host memory of an FSDP2 (or DDP) group loading a checkpoint: every rank reading it vs
+rank 0 only.
 
     .venv/bin/python bench/bench_fsdp_load.py [--hidden 768] [--layers 6] [--ranks 2]
+        [--strategy fsdp2|ddp]
 
 Writes a one-process checkpoint (policy folder, reference.pt, trainer.pt with AdamW's
 moments) of a random Llama of the given size, then loads it into freshly built, sharded
@@ -11,9 +13,13 @@ policy, reference and AdamW on ``--ranks`` gloo ranks (fresh processes per varia
 - ``rank0``: ``restore_state`` now: rank 0 reads, the others receive their shards tensor by
   tensor (``broadcast_from_rank0``).
 
+``--strategy ddp``: unsharded models (every rank holds the whole model and AdamW state);
+``every_rank`` is then each rank's own ``load_state_dict`` of the files, ``rank0`` rank 0
+reading and broadcasting each tensor in place (``prorl.scale.learner``).
+
 Per rank it reports the peak resident memory above the resident memory just before the
 load (Linux: peak reset through /proc/self/clear_refs, read from VmHWM), and the load's
-wall time. Writes bench/results/fsdp_load.json. Measured, not asserted.
+wall time. Writes bench/results/fsdp_load.json (ddp: ddp_load.json). Measured, not asserted.
 """
 
 from __future__ import annotations
@@ -75,6 +81,23 @@ def _status(key: str) -> int:
     raise KeyError(key)
 
 
+def _every_rank_ddp(state: Any, folder: Path) -> None:
+    """A DDP group's load before rank-0 reading: every rank reads the whole files."""
+    from transformers import AutoModelForCausalLM
+
+    from prorl import checkpoint as ckpt
+
+    ckpt._quiet_hf()
+    state.policy.load_state_dict(
+        AutoModelForCausalLM.from_pretrained(folder / "policy").state_dict()
+    )
+    state.ref.load_state_dict(
+        torch.load(folder / "reference.pt", map_location="cpu", weights_only=True)
+    )
+    saved = torch.load(folder / "trainer.pt", map_location="cpu", weights_only=True)
+    state.optimizer.load_state_dict(saved["optimizer"])
+
+
 def _every_rank(state: Any, folder: Path) -> None:
     """The load before rank-0 reading (kept here to measure it)."""
     from torch.distributed.checkpoint.state_dict import (
@@ -115,8 +138,9 @@ def _rank(rank: int, world: int, init: str, variant: str, args: Any, out: str) -
                             timeout=datetime.timedelta(seconds=600))  # fmt: skip
     policy, _ = _model(args.hidden, args.layers, 2)
     ref, _ = _model(args.hidden, args.layers, 3)
-    shard_model(policy)
-    shard_model(ref, frozen=True)
+    if args.strategy == "fsdp2":
+        shard_model(policy)
+        shard_model(ref, frozen=True)
     opt, sched = make_optimizer(load_config("debug", []), policy)
     # AdamW's sharded moments exist before the load in a running job too: make them now,
     # with a zero step, so that the peak below is the load's alone
@@ -137,6 +161,8 @@ def _rank(rank: int, world: int, init: str, variant: str, args: Any, out: str) -
     t0 = time.perf_counter()
     if variant == "rank0":
         ckpt.restore_state(state, folder)
+    elif args.strategy == "ddp":
+        _every_rank_ddp(state, folder)
     else:
         _every_rank(state, folder)
     dist.barrier()
@@ -160,12 +186,14 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=768)
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--ranks", type=int, default=2)
+    ap.add_argument("--strategy", choices=("fsdp2", "ddp"), default="fsdp2")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-fsdp-load-"))
     folder, params = write_checkpoint(root, args.hidden, args.layers)
     args.folder = str(folder)
     result: dict[str, Any] = {
-        "hidden": args.hidden, "layers": args.layers, "ranks": args.ranks, "params": params,
+        "strategy": args.strategy, "hidden": args.hidden, "layers": args.layers,
+        "ranks": args.ranks, "params": params,
         "model_fp32_mb": params * 4 / MB, "machine": platform.machine(),
     }  # fmt: skip
     for variant in ("every_rank", "rank0"):
@@ -175,7 +203,8 @@ def main() -> None:
         old, new = result["every_rank"][r]["peak_mb"], result["rank0"][r]["peak_mb"]
         print(f"rank {r}: load peak {old:.0f} MB -> {new:.0f} MB ({new / old:.2f}x); "
               f"model {result['model_fp32_mb']:.0f} MB in fp32")  # fmt: skip
-    path = Path(__file__).parent / "results" / "fsdp_load.json"
+    name = "fsdp_load.json" if args.strategy == "fsdp2" else "ddp_load.json"
+    path = Path(__file__).parent / "results" / name
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")
 

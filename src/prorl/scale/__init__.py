@@ -184,11 +184,14 @@ class Scale:
 
             if isinstance(e, LearnerFailed):
                 raise
-            last = resume_point(Path(self.cfg.run_dir))
+            # the run directory is rank 0's (ranks > 0 may not see it): rank 0 names it
+            last = resume_point(Path(self.cfg.run_dir)) if self.is_main else None
             first = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
             writer.event(state.step + 1, "learner_failed", error=first,
                          checkpoint=str(last) if last else None)  # fmt: skip
             where = f"checkpoint {last}" if last else "no checkpoint yet"
+            if not self.is_main:
+                where = "rank 0 names the checkpoint"
             raise LearnerFailed(
                 f"learner group failed during step {state.step + 1} ({first}); {where}: "
                 f"continue with prorl train --resume {self.cfg.run_dir}"
