@@ -189,13 +189,12 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
     scale = Scale.start(cfg)  # one process, or a rank of a learner group (prorl.scale)
     existed = run_dir.exists()
     try:
-        # rank 0 owns the run directory; the other ranks follow its decision
-        found = prepare_run_dir(run_dir) if scale.is_main else None
-        found = scale.share(found)  # only after every input has been checked
+        # rank 0 owns the run directory; the other ranks follow its decision, or its refusal
+        found = scale.on_main(lambda: prepare_run_dir(run_dir))
+        changed = scale.on_main(lambda: check_resume(cfg, found)) if found else []
     except BaseException:
         scale.close()
         raise
-    changed = scale.on_main(lambda: check_resume(cfg, found)) if found else []
     created = found is None and scale.is_main  # a resumed run's directory is never cleaned up
     try:
         if created:

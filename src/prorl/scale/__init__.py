@@ -225,14 +225,6 @@ class Scale:
             self._scratch = Path(tempfile.mkdtemp(prefix=f"prorl-rank{self.rank}-"))
         return self._scratch
 
-    def share(self, value: Any) -> Any:
-        """Rank 0's ``value`` on every rank."""
-        if self.world == 1:
-            return value
-        from prorl.scale.learner import broadcast
-
-        return broadcast(value)
-
     def on_main(self, fn: Callable[[], Any]) -> Any:
         """``fn()`` on rank 0 (e.g. reading the run directory), its value on every rank; a
         failure raises on every rank (prorl.scale.learner.on_rank0)."""
