@@ -55,6 +55,11 @@ def test_regime_sustained_still_improving_at_the_end() -> None:
 def test_regime_two_models_and_bad_input() -> None:
     assert _classify(_curve(0.05), _curve(0.3)) == "expand"
     assert classify_regime([0.1, 0.2], [0.5, 0.51]) == "diminish"  # within tolerance
+    # nobody ever succeeded (pass@1 > 0 from partial credit only): no verdict
+    assert classify_regime([0.0, 0.03], [0.0, 0.0]) == "unsolved"
+    assert classify_regime([0.0, 0.1, 0.0], [0.0, 0.2, 0.0]) == "unsolved"
+    assert classify_regime([0.0, 0.0], [0.0, 0.01]) == "diminish"  # one success: within tol
+    assert classify_regime([0.2, 0.0], [0.5, 0.0]) == "diminish"  # lost everything
     with pytest.raises(ValueError):
         classify_regime([0.1], [0.2])
 
@@ -105,7 +110,8 @@ def test_analysis_numbers_by_hand(tmp_path: Path) -> None:
     assert comps["t/a"].newly_solved == {"mid": [], "final": ["t/a:test:0:1"]}
     assert comps["t/a"].regime == "sustained"  # boundary 2/3 -> 2/3 -> 1, pass@1 rising late
     assert comps["t/zero"].base_all_zero and not comps["t/a"].base_all_zero
-    assert comps["t/partial"].regime == "diminish"
+    # never a success at threshold 1 for any model, though pass@1 (mean reward) is 0.5
+    assert comps["t/partial"].regime == "unsolved"
     np.testing.assert_array_equal(a.histograms[("base", "t/a")], [1, 0, 1, 0, 0, 0, 0, 0, 0, 1])
     m = summary_metrics(a, "final")
     assert m["eval/t/a/pass@1"] == pytest.approx(final.pass1)

@@ -30,7 +30,7 @@ from prorl.evaluate.passk import DEFAULT_THRESHOLD, default_ks, pass_at_k_matrix
 FloatArray = npt.NDArray[np.float64]
 DEFAULT_TOLERANCE = 0.02
 HIST_EDGES = np.linspace(0.0, 1.0, 11)  # per-problem pass@1 histogram: 10 bins of 0.1
-REGIMES = ("diminish", "plateau", "sustained", "expand")
+REGIMES = ("unsolved", "diminish", "plateau", "sustained", "expand")
 
 
 @dataclass(frozen=True)
@@ -189,6 +189,8 @@ def classify_regime(
 
     ``pass1[m]`` is model m's pass@1 and ``boundary[m]`` its pass@k at the largest k.
 
+    - *unsolved*: neither the base nor the final model succeeded on any problem (both
+      boundaries 0): nothing was there to expand or diminish, and no verdict is given.
     - *diminish*: the final boundary is not above the base's by more than ``tol`` (flat or
       down), whatever pass@1 did: training did not expand the reasoning boundary.
     - *sustained*: the boundary expanded, and from the intermediate to the final model
@@ -200,6 +202,8 @@ def classify_regime(
     """
     if len(pass1) != len(boundary) or len(pass1) < 2:
         raise ValueError("classify_regime needs pass@1 and boundary values for >= 2 models")
+    if boundary[0] == 0 and boundary[-1] == 0:
+        return "unsolved"
     if boundary[-1] - boundary[0] <= tol:
         return "diminish"
     if len(boundary) == 2:

@@ -63,6 +63,7 @@ class _Doc:
             for cell in row:
                 num = cell[:1].isdigit() or cell[:1] in "+-"
                 cls = f' class="{cell}"' if cell in ("diminish", "plateau", "sustained") else ""
+                cls = ' class="muted"' if cell == "unsolved" else cls  # no verdict
                 cls = ' class="num"' if num and not cls else cls
                 cells.append(f"<td{cls}>{html.escape(cell)}</td>")
             body.append("<tr>" + "".join(cells) + "</tr>")
@@ -178,7 +179,8 @@ def _comparison(doc: _Doc, a: Analysis) -> None:
         )
         return
     doc.para(
-        f"Base: {res.models[0]}; final: {res.models[-1]}. Regime rule: diminish if "
+        f"Base: {res.models[0]}; final: {res.models[-1]}. Regime rule: unsolved if neither "
+        f"succeeded on any problem (pass@{kmax} 0 for both); diminish if "
         f"pass@{kmax} did not rise by more than {a.tolerance:g}; otherwise sustained if "
         "pass@1 or the boundary still rose after the intermediate model, else plateau "
         "(expand: no intermediate model to tell)."
