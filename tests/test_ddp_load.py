@@ -18,40 +18,9 @@ from typing import Any
 import torch
 import torch.multiprocessing as mp
 
-from prorl.config import load_config, to_dict
+from checkpoint_fixtures import Mixture, write_checkpoint
+from prorl.config import load_config
 from prorl.models import load_policy
-
-
-def _checkpoint(run_dir: Path) -> Path:
-    """A one-process checkpoint after two AdamW steps: policy, a different reference,
-    optimizer and scheduler state, RNG states, reset history, the run's config."""
-    from prorl import checkpoint as ckpt
-    from prorl.models import tiny_model
-    from prorl.train import make_optimizer
-
-    cfg = load_config("debug", ["optim.warmup_steps=3"])
-    model, tok = load_policy("tiny")
-    ref = tiny_model(tok, seed=1)
-    opt, sched = make_optimizer(cfg, model)
-    ids = torch.arange(1, 31).reshape(5, 6) * 7
-    for _ in range(2):
-        model(ids, labels=ids).loss.backward()
-        opt.step()
-        sched.step()
-        opt.zero_grad()
-    torch.manual_seed(1234)  # the saved RNG state differs from the ranks' own
-    trainer = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-               "mixture": {"cursor": 7}, "rng": ckpt.rng_state(), "resets": [1],
-               "resetter": {}, "health": {}}  # fmt: skip
-    return ckpt.save_checkpoint(run_dir, 2, model, tok, ref, trainer, to_dict(cfg))
-
-
-class _Mixture:
-    def __init__(self) -> None:
-        self.loaded: Any = None
-
-    def load_state_dict(self, state: Any) -> None:
-        self.loaded = state
 
 
 def _fresh(rank: int) -> Any:
@@ -66,7 +35,7 @@ def _fresh(rank: int) -> Any:
     ref = tiny_model(tok, seed=20 + rank)
     opt, sched = make_optimizer(cfg, policy)
     return SimpleNamespace(cfg=cfg, policy=policy, ref=ref, optimizer=opt, scheduler=sched,
-                           mixture=_Mixture(), resets=[], resetter=None, health=None,
+                           mixture=Mixture(), resets=[], resetter=None, health=None,
                            step=0)  # fmt: skip
 
 
@@ -163,7 +132,7 @@ def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:
 def test_only_rank_0_reads_checkpoints_in_a_ddp_group(tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    folder = _checkpoint(tmp_path / "run")
+    folder = write_checkpoint(tmp_path / "run")
     fd, name = tempfile.mkstemp(dir=tmp_path)
     os.close(fd)
     out = str(tmp_path / "result")

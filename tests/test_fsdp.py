@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from checkpoint_fixtures import Mixture, write_checkpoint
 from prorl.config import ConfigError, load_config
 from prorl.models import load_policy
 from prorl.scale.fsdp import decoder_layers, retie, to_indexed, to_named
@@ -179,37 +180,6 @@ def test_sharded_clip_norm_and_state_round_trip_in_a_gloo_group(tmp_path: Any, w
             assert torch.equal(r["resaved"]["state"][i][k], v), (i, k)
 
 
-def _checkpoint(run_dir: Any) -> Any:
-    """A one-process checkpoint after two AdamW steps: policy, a different reference,
-    optimizer and scheduler state, RNG states and some reset history."""
-    from prorl import checkpoint as ckpt
-    from prorl.models import tiny_model
-    from prorl.train import make_optimizer
-
-    cfg = load_config("debug", ["optim.warmup_steps=3"])
-    model, tok = load_policy("tiny")
-    ref = tiny_model(tok, seed=1)
-    opt, sched = make_optimizer(cfg, model)
-    ids = torch.arange(1, 31).reshape(5, 6) * 7
-    for _ in range(2):
-        model(ids, labels=ids).loss.backward()
-        opt.step()
-        sched.step()
-        opt.zero_grad()
-    trainer = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-               "mixture": {"cursor": 7}, "rng": ckpt.rng_state(), "resets": [1],
-               "resetter": {}, "health": {}}  # fmt: skip
-    return ckpt.save_checkpoint(run_dir, 2, model, tok, ref, trainer, {})
-
-
-class _Mixture:
-    def __init__(self) -> None:
-        self.loaded: Any = None
-
-    def load_state_dict(self, state: Any) -> None:
-        self.loaded = state
-
-
 def _fresh_sharded() -> Any:
     """A TrainState's loading surface over freshly built, sharded models (other weights
     and another learning rate than the checkpoint's)."""
@@ -225,7 +195,7 @@ def _fresh_sharded() -> Any:
     shard_model(ref, frozen=True)
     opt, sched = make_optimizer(load_config("debug", ["optim.lr=0.5"]), policy)
     return SimpleNamespace(policy=policy, ref=ref, optimizer=opt, scheduler=sched,
-                           mixture=_Mixture(), resets=[], resetter=None, health=None,
+                           mixture=Mixture(), resets=[], resetter=None, health=None,
                            step=0)  # fmt: skip
 
 
@@ -314,7 +284,7 @@ def _rank_loads(rank: int, world: int, init: str, folder: str, out: str) -> None
 def test_only_rank_0_reads_a_checkpoint_and_the_shards_equal_every_rank_reading(
     tmp_path: Any,
 ) -> None:
-    folder = _checkpoint(tmp_path / "run")
+    folder = write_checkpoint(tmp_path / "run")
     fd, name = tempfile.mkstemp(dir=tmp_path)
     os.close(fd)
     out = str(tmp_path / "result")
