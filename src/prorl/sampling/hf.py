@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from prorl.models import eos_token_ids
-from prorl.policy import autocast
+from prorl.policy import autocast, policy_device
 from prorl.sampling.attention import gqa_attention
 from prorl.sampling.base import derive_seed, per_prompt_seeds
 from prorl.types import Sample, SamplingParams
@@ -87,7 +87,7 @@ class HFSampler:
         row_seeds: list[int],
         params: SamplingParams,
     ) -> list[Sample]:
-        model, device = self.model, _device(self.model)
+        model, device = self.model, policy_device(self.model)
         gens = [torch.Generator(device="cpu").manual_seed(s) for s in row_seeds]
         ids, mask = self._left_pad(prompts, device)  # [U, P]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [U, P]
@@ -161,9 +161,10 @@ class HFSampler:
         return Sample(tuple(ids), tuple(lps), text, reason)  # type: ignore[arg-type]
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if _device(self.model).type == "cpu":
+        kind = policy_device(self.model).type
+        if kind == "cpu":
             return contextlib.nullcontext()  # fp32 decode on CPU: see __init__
-        return autocast(self.bf16, _device(self.model).type)
+        return autocast(self.bf16, kind)
 
 
 def _fill_batches(units: list[Unit], batch_size: int) -> Iterator[list[Unit]]:
@@ -196,7 +197,3 @@ def _sample(logprobs: torch.Tensor, top_p: float, gens: list[torch.Generator]) -
     u = u.to(cdf.device) * cdf[:, -1]
     token = torch.searchsorted(cdf, u[:, None], right=True)[:, 0]
     return token.clamp(max=logprobs.shape[-1] - 1)
-
-
-def _device(model: Any) -> torch.device:
-    return next(model.parameters()).device

@@ -227,9 +227,7 @@ class Scale:
 
     def on_main(self, fn: Callable[[], Any]) -> Any:
         """``fn()`` on rank 0 (e.g. reading the run directory), its value on every rank; a
-        failure raises on every rank (prorl.scale.learner.on_rank0)."""
-        if self.world == 1:
-            return fn()
+        failure raises on every rank (prorl.scale.learner.on_rank0; one process: ``fn()``)."""
         from prorl.scale.learner import on_rank0
 
         return on_rank0(fn, share=True)
