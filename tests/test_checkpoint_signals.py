@@ -59,7 +59,10 @@ def test_second_signal_exits_at_once_without_broken_checkpoint(tmp_path):
     proc.send_signal(signal.SIGINT)
     time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=300) == 130
+    # 130 from prorl, or death by SIGINT when the second signal lands in the interpreter's
+    # last teardown, after CPython has put SIGINT back to its default action (no Python code
+    # runs there to intercept it). A shell reports both as exit status 130.
+    assert proc.wait(timeout=300) in (130, -signal.SIGINT)
     err = (tmp_path / "stderr.txt").read_text()
     # stopped at once ("interrupted"), or the first stop had already finished and the second
     # signal came during shutdown: either way a clean exit, never a traceback
@@ -115,3 +118,42 @@ def test_resume_from_step_0_logs_step_0_once(tmp_path):
     append_jsonl(run / "metrics.jsonl", {"step": 1})
     rewind_run_dir(run, 1)  # later checkpoints keep their own step's rows
     assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [0, 1]
+
+
+def test_signal_between_handlers_exits_cleanly(monkeypatch, tmp_path, capsys):
+    """The race CI once hit (exit -2 instead of 130): the second Ctrl-C lands after training
+    restored Python's default handler and before the CLI's quiet-exit handler is in place.
+    Simulated deterministically: the stop arrives, then the KeyboardInterrupt in that window."""
+    import prorl.cli as cli
+    import prorl.runtime as runtime
+    from prorl.train import TrainingStopped
+
+    def stopped(_cfg):
+        raise TrainingStopped(2, tmp_path / "run" / "checkpoints" / "step_000002")
+
+    def signal_in_window():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runtime, "run_training", stopped)
+    monkeypatch.setattr(cli, "_exit_quietly_on_signal", signal_in_window)
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["train", "--run-dir", str(tmp_path / "run"), *TOY]) == 130
+    assert "prorl: error: interrupted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before  # main() leaves the caller's handler
+
+
+def test_sigterm_before_training_exits_130(monkeypatch, tmp_path, capsys):
+    """A scheduler's SIGTERM while the model loads is a clean stop like Ctrl-C, not a kill."""
+    import os
+
+    import prorl.cli as cli
+    import prorl.runtime as runtime
+
+    def terminated(_cfg):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises in this frame long before the sleep ends
+        raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.setattr(runtime, "run_training", terminated)
+    assert cli.main(["train", "--run-dir", str(tmp_path / "run"), *TOY]) == 130
+    assert "prorl: error: interrupted" in capsys.readouterr().err

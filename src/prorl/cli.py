@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import Any
 
 
@@ -160,7 +161,21 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    return int(args.func(args))
+    # SIGTERM stops like Ctrl-C: a job scheduler's kill gets the same clean exit 130
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, signal.default_int_handler) if on_main_thread else None
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        # a signal between two handlers, e.g. a second Ctrl-C after training restored the
+        # default handler but before the quiet-exit one is in place: whatever was saved is
+        # complete (saves are atomic), so stop cleanly instead of with a traceback
+        return _error("interrupted", 130)
+    finally:
+        # main() called from Python (tests, notebooks) leaves no trace; the quiet-exit handler
+        # of a signal-stopped run stays for the interpreter's shutdown
+        if old_term is not None and signal.getsignal(signal.SIGTERM) is signal.default_int_handler:
+            signal.signal(signal.SIGTERM, old_term)
 
 
 if __name__ == "__main__":
