@@ -34,3 +34,30 @@ def test_shard_splits_contiguously_and_pads_with_zero_weight() -> None:
 def test_scale_config_errors_name_the_key(override: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         load_config("debug", [override])
+
+
+def test_rank_scratch_removes_only_dead_ranks_leftovers(tmp_path) -> None:
+    """Ray and torchrun kill ranks > 0 without their cleanup; the next rank on the host
+    removes what they left, and nothing of a live process or another host."""
+    import os
+    import subprocess
+    import sys
+
+    from prorl.scale import _host_tag, rank_scratch
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a real pid whose process is gone
+    host = _host_tag()
+    stale = tmp_path / f"prorl-rank1-{dead.pid}@{host}-abc"
+    live = tmp_path / f"prorl-rank2-{os.getpid()}@{host}-def"
+    elsewhere = tmp_path / f"prorl-rank1-{dead.pid}@{host}x-ghi"  # another machine's /tmp
+    unrelated = tmp_path / "prorl-rank1-oldstyle"
+    for d in (stale, live, elsewhere, unrelated):
+        (d / "metrics").mkdir(parents=True)
+    new = rank_scratch(1, tmp_path)
+    assert not stale.exists()
+    assert live.is_dir() and elsewhere.is_dir() and unrelated.is_dir()
+    assert new.is_dir() and not any(new.iterdir())
+    assert new.name.startswith(f"prorl-rank1-{os.getpid()}@{host}-")
+    assert rank_scratch(1, tmp_path) != new  # each call its own directory
+    assert new.is_dir()  # ... and the live one's stays

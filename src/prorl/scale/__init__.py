@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -35,6 +36,36 @@ class LearnerFailed(RuntimeError):
 class WorkerStartError(RuntimeError):
     """A Ray actor failed in its constructor (a bad engine setting, a missing package, no
     memory): replacing it would fail the same way, so the run stops with its error."""
+
+
+def _host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname()) or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def rank_scratch(rank: int, parent: Path | None = None) -> Path:
+    """A new empty directory for learner rank ``rank`` > 0 to write into, first removing
+    those that ranks killed earlier on this host left behind: Ray kills the learner actors
+    of a stopped run and torchrun those of a failed one, and neither runs their cleanup.
+    The name carries pid and host, so a directory is removed only when its owner is known
+    to be dead (same host, pid gone); a live run's, or another machine's, is never touched."""
+    parent = Path(parent or tempfile.gettempdir())
+    host = _host_tag()
+    for old in parent.glob(f"prorl-rank*@{host}-*"):
+        m = re.fullmatch(rf"prorl-rank\d+-(\d+)@{host}-.+", old.name)
+        if m and old.is_dir() and not _pid_alive(int(m.group(1))):
+            shutil.rmtree(old, ignore_errors=True)
+    prefix = f"prorl-rank{rank}-{os.getpid()}@{host}-"
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
 
 class Scale:
@@ -222,7 +253,7 @@ class Scale:
         if self.is_main:
             return run_dir
         if self._scratch is None:
-            self._scratch = Path(tempfile.mkdtemp(prefix=f"prorl-rank{self.rank}-"))
+            self._scratch = rank_scratch(self.rank)
         return self._scratch
 
     def on_main(self, fn: Callable[[], Any]) -> Any:
