@@ -231,3 +231,58 @@ def test_sampler_draws_the_same_with_and_without_gqa_attention(tiny, monkeypatch
         for sf, sp in zip(gf, gp, strict=True):
             assert sf.token_ids == sp.token_ids
             assert torch.allclose(torch.tensor(sf.logprobs), torch.tensor(sp.logprobs), atol=1e-5)
+
+
+def test_reserved_layer_holds_what_concatenation_holds():
+    """Hand-checkable: the reserved layer's views equal torch.cat of everything written,
+    across growth past the reserved room and after dropping and repeating rows."""
+    from prorl.sampling.kv_cache import ReservedLayer
+
+    torch.manual_seed(0)
+    layer = ReservedLayer(capacity=6)
+    ks, vs = [], []
+    for width in (4, 1, 1, 3):  # a prefill of 4, two steps, then 3 more: 9 > 6 positions
+        k, v = torch.randn(3, 2, width, 5), torch.randn(3, 2, width, 5)
+        ks.append(k)
+        vs.append(v)
+        got_k, got_v = layer.update(k, v)
+        assert torch.equal(got_k, torch.cat(ks, -2)) and torch.equal(got_v, torch.cat(vs, -2))
+    assert layer.get_seq_length() == 9 and layer.capacity == 12  # doubled once
+    keep = torch.tensor([2, 0])
+    layer.batch_select_indices(keep)
+    assert torch.equal(layer.keys, torch.cat(ks, -2)[keep])
+    k, v = torch.randn(2, 2, 1, 5), torch.randn(2, 2, 1, 5)
+    got_k, got_v = layer.update(k, v)  # writing after a drop lands on the kept rows
+    assert torch.equal(got_k, torch.cat([torch.cat(ks, -2)[keep], k], -2))
+    assert torch.equal(got_v, torch.cat([torch.cat(vs, -2)[keep], v], -2))
+    layer.batch_repeat_interleave(2)
+    assert layer.keys.shape == (4, 2, 10, 5) and torch.equal(layer.keys[1], got_k[0])
+    capped = ReservedLayer(capacity=4, limit=6)
+    capped.update(torch.zeros(1, 1, 5, 2), torch.zeros(1, 1, 5, 2))
+    assert capped.capacity == 6  # doubling stops at the limit ...
+    capped.update(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))
+    assert capped.capacity == 7 and capped.get_seq_length() == 7  # ... unless a write needs more
+
+
+def test_sampler_draws_the_same_with_reserved_and_dynamic_cache(tiny, monkeypatch):
+    """The reserved cache changes where the keys and values live, not what attention sees:
+    the same samples and log-probs as transformers' DynamicCache, with rows finishing at
+    different steps (so rows are dropped from the cache) and the room outgrown mid-decode."""
+    import prorl.sampling.hf as hf
+
+    monkeypatch.setattr(hf, "RESERVE_TOKENS", 3)  # room for 3 response tokens: outgrown at step 4
+    model, tok = tiny
+    prompts = _prompts(tok)
+    params = SamplingParams(1.0, 1.0, 10)
+    probe = HFSampler(model, tok, bf16=False).generate(prompts, 4, params, 3)
+    early = sorted({s.token_ids[1] for g in probe for s in g})[:2]
+    runs = []
+    for reserve in (True, False):
+        sampler = HFSampler(model, tok, batch_size=64, bf16=False)
+        sampler.eos_ids, sampler.reserve_kv = early, reserve
+        runs.append(sampler.generate(prompts, 4, params, 3))
+    assert len({len(s.token_ids) for g in runs[0] for s in g}) > 1  # drops happened
+    for ga, gb in zip(*runs, strict=True):
+        for sa, sb in zip(ga, gb, strict=True):
+            assert sa.token_ids == sb.token_ids and sa.finish_reason == sb.finish_reason
+            assert torch.allclose(torch.tensor(sa.logprobs), torch.tensor(sb.logprobs), atol=1e-5)

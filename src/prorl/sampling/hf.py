@@ -10,7 +10,9 @@ Two things keep it fast on a CPU, where every row of a decode step costs real ti
 - a prompt is prefilled once and its KV cache copied to the rows of its n samples (the
   prefill of 8 copies of a 140-token prompt cost more than 64 decode steps);
 - rows that finished are dropped from the batch (and the cache) instead of being carried
-  along as padding until the longest sample ends.
+  along as padding until the longest sample ends;
+- the KV cache reserves room for the response and decode steps write into it, instead of
+  ``DynamicCache`` copying the whole cache at every step (``prorl.sampling.kv_cache``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,11 @@ from prorl.models import eos_token_ids
 from prorl.policy import autocast, policy_device
 from prorl.sampling.attention import gqa_attention
 from prorl.sampling.base import derive_seed, per_prompt_seeds
+from prorl.sampling.kv_cache import reserved_cache
 from prorl.types import Sample, SamplingParams
+
+# Response positions the KV cache reserves up front; longer responses double it as needed.
+RESERVE_TOKENS = 256
 
 # One unit of work: a prompt and the sample indices drawn from one prefill of it.
 Unit = tuple[int, list[int]]
@@ -42,6 +48,9 @@ class HFSampler:
         self.bf16 = bf16
         self.eos_ids = sorted(eos_token_ids(tokenizer, model))
         self.pad_id = tokenizer.pad_token_id
+        # False: transformers' DynamicCache, which copies the cache at every step (kept for
+        # the A/B in bench/bench_kv_cache.py; samples are the same either way)
+        self.reserve_kv = True
 
     def update_weights(self, model: Any) -> None:
         self.model = model  # shares the trainer's module: nothing to copy
@@ -100,9 +109,15 @@ class HFSampler:
         was_training = model.training
         model.eval()
         try:
+            # decode steps write into reserved room (doubling when outgrown) instead of
+            # DynamicCache copying the whole cache at every step
+            first = ids.shape[1] + min(params.max_new_tokens, RESERVE_TOKENS)
+            full = ids.shape[1] + params.max_new_tokens
+            room = reserved_cache(model, first, full) if self.reserve_kv else None
             with self._autocast():
                 out = model(
                     input_ids=ids, attention_mask=mask, position_ids=positions,
+                    past_key_values=room,
                     use_cache=True, logits_to_keep=1,  # only the last position, not [U, P, V]
                 )  # fmt: skip
             cache, logits = out.past_key_values, out.logits[:, -1]  # [U, V]
