@@ -289,3 +289,23 @@ def test_tiny_model_eval_then_report_end_to_end(tmp_path: Path) -> None:
         # a random-init model never writes <answer> tags: scored, as a format failure
         assert all(s["reward"] == 0.0 and s["reason"] == "format" for s in samples)
     assert "data:image/png;base64," in html
+
+
+def test_model_files_copy_a_view_of_what_is_done(tmp_path: Path) -> None:
+    """What a learner rank > 0 gets from rank 0 before a validation: the same stored rows
+    (so the same problems are skipped), nothing more, and no folder when nothing is stored."""
+    from prorl.evaluate import store
+
+    main, scratch = tmp_path / "main", tmp_path / "scratch"
+    store.append_rows(store.results_path(main, "step_000000", "rg/leg_counting"), [{"index": 0}])
+    store.append_rows(store.results_path(main, "step_000000", "toy-even"), [{"index": 3}])
+    stale = store.results_path(scratch, "step_000000", "gone")
+    store.append_rows(stale, [{"index": 9}])
+    files = store.read_model_files(main, "step_000000")
+    assert sorted(files) == ["rg__leg_counting.jsonl", "toy-even.jsonl"]
+    store.write_model_files(scratch, "step_000000", files)
+    assert store.read_model_files(scratch, "step_000000") == files and not stale.exists()
+    assert store.read_rows(store.results_path(scratch, "step_000000", "toy-even")) == [{"index": 3}]
+    assert store.read_model_files(main, "step_000002") == {}
+    store.write_model_files(scratch, "step_000002", {})
+    assert not (scratch / store.RESULTS / "step_000002").exists()

@@ -94,8 +94,17 @@ class RunScorer:
         return list(self.pool.score_batch([(target, t, example) for t in texts]))
 
 
-def make_validate(cfg: Config, run_dir: Path, scorer: Any, tasks: dict[str, Task]) -> Any:
-    """Periodic validation through the same code as ``prorl eval`` (stored in RUN_DIR/eval)."""
+def make_validate(
+    cfg: Config, run_dir: Path, scorer: Any, tasks: dict[str, Task], group: Any = None
+) -> Any:  # fmt: skip
+    """Periodic validation through the same code as ``prorl eval`` (stored in RUN_DIR/eval).
+
+    ``group`` (a learner group's ``Scale``): ranks > 0 write into a scratch directory, so a
+    validation first copies there what rank 0 already stored for the step (a resumed first
+    validation that a signal had stopped). Every rank then skips the same problems, makes
+    the same sampler calls (collectives) and gets the same metrics (reset and alarm
+    decisions)."""
+    from prorl.evaluate import store
     from prorl.evaluate.runner import EvalSettings, EvaluationStopped, evaluate_checkpoint
 
     if cfg.data.val_problems == 0:  # no validation (EvalSettings refuses 0 problems)
@@ -114,10 +123,19 @@ def make_validate(cfg: Config, run_dir: Path, scorer: Any, tasks: dict[str, Task
     )
 
     def validate(state: TrainState) -> dict[str, float]:
+        label = f"step_{state.step:06d}"
+        if group is not None:
+            main_eval = Path(cfg.run_dir) / "eval"  # read on rank 0 only
+            manifest, stored = group.on_main(
+                lambda: (store.read_manifest(main_eval), store.read_model_files(main_eval, label))
+            )
+            if not group.is_main and manifest is not None:
+                store.write_manifest(run_dir / "eval", manifest)
+                store.write_model_files(run_dir / "eval", label, stored)
         try:  # a SIGINT/SIGTERM stops validation between chunks; the stored ones stay
             metrics = evaluate_checkpoint(
                 state.sampler, state.tokenizer, encode_prompts, tasks, run_dir / "eval",
-                f"step_{state.step:06d}", settings, scorer.for_eval, spec=cfg.model.name,
+                label, settings, scorer.for_eval, spec=cfg.model.name,
                 log=None, should_stop=lambda: state.stop_requested,
             )  # fmt: skip
         except EvaluationStopped:
@@ -249,11 +267,11 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
                     f"{len(placed.get('verifier', []))} verifier workers, "
                     f"{len(placed['learner'])} learner ranks on {placed['nodes']} node(s)"
                 )
+            group = scale if scale.world > 1 else None
+            validate = make_validate(cfg, own_dir, state.scorer, val_tasks, group)
             try:
                 with stop_on_signals(state, display), scale.learner_failures(writer, state):
-                    final = train_loop(
-                        state, writer, display, make_validate(cfg, own_dir, state.scorer, val_tasks)
-                    )
+                    final = train_loop(state, writer, display, validate)
                 scale.finish()
                 return final
             finally:

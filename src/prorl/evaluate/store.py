@@ -113,6 +113,27 @@ def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
         os.fsync(f.fileno())
 
 
+def read_model_files(directory: Path, model: str) -> dict[str, bytes]:
+    """A model's stored results files as they are (file name -> bytes), to give another
+    process (a learner rank on another node) the same view of what is done."""
+    folder = Path(directory) / RESULTS / slug(model)
+    if not folder.is_dir():
+        return {}
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.jsonl"))}
+
+
+def write_model_files(directory: Path, model: str, files: dict[str, bytes]) -> None:
+    """Make a model's results folder hold exactly ``files`` (see :func:`read_model_files`)."""
+    folder = Path(directory) / RESULTS / slug(model)
+    if files:
+        folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.jsonl"):
+        if old.name not in files:
+            old.unlink()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+
+
 def find_eval_dir(directory: Path) -> Path:
     """The evaluation directory for ``prorl report DIR``: DIR itself, or a run's DIR/eval.
 
