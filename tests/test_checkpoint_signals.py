@@ -79,9 +79,11 @@ def test_sigterm_during_first_validation_stops_between_chunks(tmp_path):
     """A long validation before training does not hold a SIGTERM hostage: it stops after the
     chunk in progress, keeps what it stored, checkpoints step 0 and exits 130."""
     run = tmp_path / "run"
-    # 400 problems, one per generate call (batch_size 2 // eval.n 2): minutes if not stopped
-    proc = _start(run, tmp_path, "data.val_problems=400", "eval.n=2", "rollout.batch_size=2")
-    results = run / "eval" / "results" / "step_000000" / "toy-even.jsonl"
+    # 400 problems of a procedural task (toy-even has only 8), one per generate call
+    # (batch_size 2 // eval.n 2): far longer than a signal takes to land
+    proc = _start(run, tmp_path, "data.val_tasks=rg/leg_counting", "data.val_problems=400",
+                  "eval.n=2", "rollout.batch_size=2")  # fmt: skip
+    results = run / "eval" / "results" / "step_000000" / "rg__leg_counting.jsonl"
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
         if results.is_file() and len(results.read_text().splitlines()) >= 2:
