@@ -148,3 +148,23 @@ def test_compile_without_a_cpp_compiler_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="model.compile.*C\\+\\+ compiler"):
         run_training(cfg, live=False)
     assert not (tmp_path / "run").exists()  # checked before anything is written
+
+
+@pytest.mark.parametrize("bf16", ["false", "true"])
+def test_gradient_checkpointing_changes_memory_not_the_update(tmp_path, bf16):
+    """``model.gradient_checkpointing`` recomputes each layer's forward during backward; on
+    CPU that recomputation must use the trainer's (eager) attention too, or torch refuses
+    the mismatched saved tensors (a crash at the first backward until 2026-12-01)."""
+    from ray_runs import assert_close, policy_params
+
+    args = ["steps=2", "optim.lr=3e-3", "algo.kl_coef=1e-3", "algo.mini_batches=2",
+            "checkpoint.every=1", f"model.bf16={bf16}"]  # fmt: skip
+    plain, with_gc = tmp_path / "plain", tmp_path / "gc"
+    _train(plain, *args)
+    _train(with_gc, *args, "model.gradient_checkpointing=true")
+    rows = [
+        {r["step"]: r for r in read_jsonl(d / "run" / "metrics.jsonl")} for d in (plain, with_gc)
+    ]
+    for key in ("train/reward", "policy/kl", "policy/clipfrac"):  # the same samples, same maths
+        assert rows[0][2][key] == pytest.approx(rows[1][2][key], rel=1e-4, abs=1e-7), key
+    assert_close(policy_params(with_gc / "run", 2), policy_params(plain / "run", 2), 1e-5)

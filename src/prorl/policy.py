@@ -97,7 +97,7 @@ def _warn_no_bf16() -> None:
 
 
 @contextlib.contextmanager
-def _attention(model: Any) -> Iterator[None]:
+def trainer_attention(model: Any) -> Iterator[None]:
     """Eager attention for the trainer's passes on CPU.
 
     torch's CPU flash-attention backward took 26% of a SmolLM2 forward/backward at 154
@@ -106,6 +106,8 @@ def _attention(model: Any) -> Iterator[None]:
     uses it, with or without gradients: the policy, pi_old and the reference must be computed
     the same way, or a fresh reset's KL and the first ratio are not exactly 0 and 1. A DDP
     wrapper is switched through the module it wraps. GPUs keep the model's implementation.
+    The update holds it around its backward passes too: gradient checkpointing recomputes
+    the forward there, and torch refuses a recomputation that saves other tensors.
     """
     inner = getattr(model, "module", model)
     current = getattr(getattr(inner, "config", None), "_attn_implementation", None)
@@ -182,7 +184,7 @@ def response_logprobs(
     batch = batch.to(device)  # a no-op when the caller packed it there
     r_w = batch.response_ids.shape[1]
     net = compiled(model) if compile else model
-    with autocast(bf16, device.type), _attention(model):
+    with autocast(bf16, device.type), trainer_attention(model):
         logits = net(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,

@@ -30,7 +30,7 @@ from prorl.health import HealthMonitor
 from prorl.metrics import MetricsWriter, append_jsonl
 from prorl.mixture import TaskMixture
 from prorl.models import encode_prompts
-from prorl.policy import pack, policy_device, response_logprobs
+from prorl.policy import pack, policy_device, response_logprobs, trainer_attention
 from prorl.resets import ResetDecision, ResetPolicy
 from prorl.sampling.base import Sampler, derive_seed
 from prorl.types import Example, Sample, SamplingParams, Score
@@ -278,8 +278,10 @@ def update_policy(state: TrainState, groups: list[Group], advantages: torch.Tens
                             kl_tokens, mask, algo.loss_agg, cfg.rollout.max_new_tokens, denom
                         )
                         loss = pg + algo.kl_coef * kl
-                    # DDP averages over ranks: scale so the ranks' gradients sum instead
-                    (loss * (weight[j] * (dp.world if dp else 1))).backward()
+                    # DDP averages over ranks: scale so the ranks' gradients sum instead.
+                    # The forward's attention again: gradient checkpointing recomputes it here
+                    with trainer_attention(model):
+                        (loss * (weight[j] * (dp.world if dp else 1))).backward()
                 if weight[j] == 0:
                     continue
                 if ref:
