@@ -75,14 +75,12 @@ def test_second_signal_exits_at_once_without_broken_checkpoint(tmp_path):
     assert newest is not None and ckpt.load_trainer(newest)["step"] >= 1
 
 
-def test_sigterm_during_first_validation_stops_between_chunks(tmp_path):
-    """A long validation before training does not hold a SIGTERM hostage: it stops after the
-    chunk in progress, keeps what it stored, checkpoints step 0 and exits 130."""
-    run = tmp_path / "run"
-    # 400 problems of a procedural task (toy-even has only 8), one per generate call
-    # (batch_size 2 // eval.n 2): far longer than a signal takes to land
-    proc = _start(run, tmp_path, "data.val_tasks=rg/leg_counting", "data.val_problems=400",
-                  "eval.n=2", "rollout.batch_size=2")  # fmt: skip
+def stop_in_first_validation(run, tmp_path, problems):
+    """Start a run whose first validation has ``problems`` problems of a procedural task
+    (toy-even has only 8), one per generate call (batch_size 2 // eval.n 2): far longer
+    than a signal takes to land. SIGTERM it once 2 are stored; return the stored lines."""
+    proc = _start(run, tmp_path, "data.val_tasks=rg/leg_counting",
+                  f"data.val_problems={problems}", "eval.n=2", "rollout.batch_size=2")  # fmt: skip
     results = run / "eval" / "results" / "step_000000" / "rg__leg_counting.jsonl"
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
@@ -91,8 +89,16 @@ def test_sigterm_during_first_validation_stops_between_chunks(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 130
-    stored = len(results.read_text().splitlines())
-    assert 2 <= stored < 400
+    stored = results.read_text().splitlines()
+    assert 2 <= len(stored) < problems
+    return stored
+
+
+def test_sigterm_during_first_validation_stops_between_chunks(tmp_path):
+    """A long validation before training does not hold a SIGTERM hostage: it stops after the
+    chunk in progress, keeps what it stored, checkpoints step 0 and exits 130."""
+    run = tmp_path / "run"
+    stop_in_first_validation(run, tmp_path, 400)
     assert not (run / "metrics.jsonl").exists() or all(
         r["step"] == 0 for r in read_jsonl(run / "metrics.jsonl")
     )

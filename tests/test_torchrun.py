@@ -50,35 +50,16 @@ def test_first_validation_stopped_in_one_process_resumes_on_two_ranks(tmp_path: 
     stored, or the ranks' sampler calls (collectives) fall out of step and the run crashes
     or hangs. Every problem ends up stored once, the stored ones untouched."""
     import json
-    import signal
-    import time
 
-    from test_checkpoint import TOY
+    from test_checkpoint_signals import stop_in_first_validation
 
     run = tmp_path / "run"
-    # a procedural validation task (toy-even has 8 problems): 100 calls of one problem each
-    args = [*TOY, "steps=1", "data.val_tasks=rg/leg_counting", "data.val_problems=100",
-            "eval.n=2", "rollout.batch_size=2"]  # fmt: skip
-    err = open(tmp_path / "stderr.txt", "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prorl.cli", "train", "--run-dir", str(run), *args],
-        stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+    before = stop_in_first_validation(run, tmp_path, 100)
     results = run / "eval" / "results" / "step_000000" / "rg__leg_counting.jsonl"
-    deadline = time.monotonic() + 300
-    while proc.poll() is None and time.monotonic() < deadline:
-        if results.is_file() and len(results.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 130
-    err.close()
-    before = results.read_text().splitlines()
-    assert 2 <= len(before) < 100
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 "--nproc-per-node", "2"]  # fmt: skip
     res = subprocess.run(
-        [*torchrun, "-m", "prorl.cli", "train", "--resume", str(run)],
+        [*torchrun, "-m", "prorl.cli", "train", "--resume", str(run), "steps=1"],
         capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
