@@ -1,4 +1,4 @@
-"""A KV cache with room reserved for the whole response, for the HF sampler's decode loop.
+"""A KV cache with room reserved ahead of the response, for the HF sampler's decode loop.
 
 transformers' ``DynamicCache`` appends each decode step's key and value with ``torch.cat``,
 which copies every layer's whole cache at every step: quadratic in the response length, and
@@ -41,20 +41,19 @@ class ReservedLayer(DynamicLayer):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         end = self.length + key_states.shape[-2]
-        if self._k is None or self._v is None or end > self._k.shape[-2]:
-            self._k = self._reserve(self._k, key_states, end)
-            self._v = self._reserve(self._v, value_states, end)
+        if self._k is None or self._v is None or end > self.capacity:
+            if end > self.capacity:  # outgrown: double, to the limit unless ``end`` needs more
+                self.capacity = max(end, min(2 * self.capacity, self.limit))
+            self._k = self._reserve(self._k, key_states)
+            self._v = self._reserve(self._v, value_states)
         self._k[..., self.length : end, :] = key_states
         self._v[..., self.length : end, :] = value_states
         self.length = end
         self._expose()
         return self.keys, self.values  # type: ignore[return-value]
 
-    def _reserve(self, old: torch.Tensor | None, states: torch.Tensor, end: int) -> torch.Tensor:
-        """A buffer of ``capacity`` positions (doubled when outgrown) holding the ``length``
-        positions cached so far."""
-        if end > self.capacity:
-            self.capacity = max(end, min(2 * self.capacity, self.limit))
+    def _reserve(self, old: torch.Tensor | None, states: torch.Tensor) -> torch.Tensor:
+        """A buffer of ``capacity`` positions holding the ``length`` cached so far."""
         batch, heads, _, dim = states.shape
         buf = states.new_empty((batch, heads, self.capacity, dim))
         if old is not None:
