@@ -13,8 +13,8 @@ kept checkpoint, and weight shipping to the rollout actors. The helpers here do 
 single process writes (an HF folder, a state dict, ``optimizer.state_dict()``), so a run can
 resume with any number of ranks and either strategy. Gathers land on rank 0; loads are read
 by rank 0 alone and scattered from it tensor by tensor (``prorl.scale.learner.on_rank0``),
-so no rank but 0 ever holds a whole copy. A policy -> reference reset needs no gather: both are sharded
-alike, so each rank copies its own shards.
+so no rank but 0 ever holds a whole copy. A policy -> reference reset needs no gather: both
+are sharded alike, so each rank copies its own shards.
 """
 
 from __future__ import annotations
