@@ -1,4 +1,4 @@
-"""The reliability table (docs/reliability.md), with real processes.
+"""The sandbox table of docs/reliability.md, with real processes.
 
 All hostile programs run in ONE concurrent batch together with good controls (a module
 fixture), so the whole table costs a few seconds; each test then checks one row.
