@@ -2,15 +2,23 @@
 
 Everything here is recomputed from the JSONL files, never from a live model:
 
-- pass@1 is the mean reward (continuous rewards averaged, as in the paper); pass@k curves
-  use the unbiased estimator on successes (``reward >= threshold``, see ``passk``).
+- pass@1 is the success rate: the share of samples with ``reward >= threshold``, the k = 1
+  point of the pass@k curves (unbiased estimator on successes, see ``passk``). The mean
+  reward (partial credit averaged) is a separate number, ``mean_reward``, never "pass@1".
+- The null floor: the success rate of four trivial responses (empty; the answer format
+  around nothing; around a junk string; the prompt echoed back), stored per problem by the
+  runner under ``"floor"``. A task's floor is the best of the four (``Floor``); rows written
+  before it existed have none (``None``).
+- The format rate: the share of samples that answered in the task's format, over the
+  samples where the task has one (``"formatted"`` not null); None when nothing says.
 - Confidence intervals: percentile bootstrap over problems (95 %, ``n_boot`` replicates, an
   explicit seed), so the same directory always gives the same report.
 - Domain figures are macro averages over the domain's tasks (each task weighs the same);
   their bootstrap resamples problems within each task.
 - Comparisons take the first model as the base and the last as the final model; with three
   or more models the one before the final is the intermediate checkpoint (see
-  ``classify_regime`` for the rule).
+  ``classify_regime`` for the rule). Regimes use pass@1 as the success rate, like every
+  other pass@1 here; the mean reward plays no part in them.
 """
 
 from __future__ import annotations
@@ -31,6 +39,12 @@ FloatArray = npt.NDArray[np.float64]
 DEFAULT_TOLERANCE = 0.02
 HIST_EDGES = np.linspace(0.0, 1.0, 11)  # per-problem pass@1 histogram: 10 bins of 0.1
 REGIMES = ("unsolved", "diminish", "plateau", "sustained", "expand")
+# The trivial policies of the null floor (prorl.tasks.selfcheck.TRIVIAL), and their names
+# in reports.
+FLOOR_POLICIES = ("empty", "format", "junk", "echo")
+FLOOR_NAMES = {"empty": "empty", "format": "format-only", "junk": "junk", "echo": "echo"}
+# Columns of ``per_problem`` before the pass@k values.
+COL_PASS1, COL_MEAN_REWARD, COL_PASSK = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,17 @@ class TaskResult:
     rewards: FloatArray  # [P, n]
     num_tokens: FloatArray  # [P, n]
     truncated: npt.NDArray[np.bool_]  # [P, n] finish_reason == "length"
+    # [P, len(FLOOR_POLICIES)] trivial responses' rewards; NaN where a row has none
+    floor_rewards: FloatArray | None = None
+    # [P, n] 1.0 answered in the task's format, 0.0 not, NaN unknown (null or absent)
+    formatted: FloatArray | None = None
+
+    def format_rate(self) -> float | None:
+        """Share of samples in the task's format among those where it is known; else None."""
+        if self.formatted is None:
+            return None
+        known = ~np.isnan(self.formatted)
+        return float(self.formatted[known].mean()) if known.any() else None
 
 
 @dataclass(frozen=True)
@@ -62,16 +87,44 @@ class Results:
 
 @dataclass(frozen=True)
 class Curve:
-    """pass@1 (mean reward) and the pass@k curve with 95 % bootstrap intervals."""
+    """pass@1 (success rate), mean reward and the pass@k curve, 95 % bootstrap intervals."""
 
     ks: list[int]
     passk: FloatArray  # [K]
     lo: FloatArray
     hi: FloatArray
-    pass1: float
+    pass1: float  # success rate (reward >= threshold): the k = 1 point of the curve
     pass1_lo: float
     pass1_hi: float
+    mean_reward: float  # average reward, partial credit included
+    mean_reward_lo: float
+    mean_reward_hi: float
     problems: int
+
+
+@dataclass(frozen=True)
+class Floor:
+    """The null floor of one (model, task): how the four trivial policies score.
+
+    ``success[p]`` is the share of problems on which policy p's response reaches the
+    threshold (a trivial response is deterministic: that is its pass@k for every k),
+    ``mean_reward[p]`` its average reward; policies a row does not report are left out.
+    ``problems`` counts the problems whose rows carry a floor."""
+
+    success: dict[str, float]
+    mean_reward: dict[str, float]
+    problems: int
+
+    @property
+    def policy(self) -> str:
+        """The best trivial policy: highest success rate, then highest mean reward."""
+        order = [p for p in FLOOR_POLICIES if p in self.success]
+        return max(order, key=lambda p: (self.success[p], self.mean_reward[p]))
+
+    @property
+    def value(self) -> float:
+        """The floor: the best trivial policy's success rate."""
+        return self.success[self.policy]
 
 
 def load_results(directory: Path | str, threshold: float | None = None) -> Results:
@@ -111,6 +164,17 @@ def _task_result(model: str, task: str, domain: str, rows: list[dict[str, Any]])
     rewards = np.array([[s["reward"] for s in r["samples"]] for r in rows], dtype=np.float64)
     tokens = np.array([[s["num_tokens"] for s in r["samples"]] for r in rows], dtype=np.float64)
     trunc = np.array([[s["finish_reason"] == "length" for s in r["samples"]] for r in rows])
+    floors = None
+    if any(isinstance(r.get("floor"), dict) for r in rows):
+        floors = np.array(
+            [[_number(_floor_of(r).get(p)) for p in FLOOR_POLICIES] for r in rows],
+            dtype=np.float64,
+        )
+    formatted = None
+    if any("formatted" in s for r in rows for s in r["samples"]):
+        formatted = np.array(
+            [[_number(s.get("formatted")) for s in r["samples"]] for r in rows], dtype=np.float64
+        )
     return TaskResult(
         model,
         task,
@@ -120,7 +184,34 @@ def _task_result(model: str, task: str, domain: str, rows: list[dict[str, Any]])
         rewards,
         tokens,
         trunc.astype(bool),
+        floors,
+        formatted,
     )
+
+
+def _floor_of(row: dict[str, Any]) -> dict[str, Any]:
+    floor = row.get("floor")
+    return floor if isinstance(floor, dict) else {}
+
+
+def _number(value: Any) -> float:
+    """A stored reward or flag as a float; None (or absent) is NaN: unknown."""
+    return float("nan") if value is None else float(value)
+
+
+def task_floor(tr: TaskResult, threshold: float) -> Floor | None:
+    """The null floor over the problems whose rows carry one; None when none does."""
+    if tr.floor_rewards is None:
+        return None
+    rows = tr.floor_rewards[~np.all(np.isnan(tr.floor_rewards), axis=1)]
+    success: dict[str, float] = {}
+    mean: dict[str, float] = {}
+    for j, policy in enumerate(FLOOR_POLICIES):
+        col = rows[:, j][~np.isnan(rows[:, j])]
+        if len(col):
+            success[policy] = float((col >= threshold).mean())
+            mean[policy] = float(col.mean())
+    return Floor(success, mean, len(rows)) if success else None
 
 
 # ---------------------------------------------------------------- bootstrap and curves
@@ -146,17 +237,30 @@ def _interval(reps: FloatArray) -> tuple[FloatArray, FloatArray]:
 
 
 def per_problem(tr: TaskResult, ks: Sequence[int], threshold: float) -> FloatArray:
-    """[P, 1 + K]: column 0 the per-problem mean reward, then pass@k for each k."""
+    """[P, 2 + K] per problem: the success rate c/n (``COL_PASS1``, the unbiased pass@1),
+    the mean reward (``COL_MEAN_REWARD``), then pass@k for each k (from ``COL_PASSK``)."""
     n = tr.rewards.shape[1]
     c = successes(tr.rewards, threshold)
     curve = pass_at_k_matrix(np.full(len(c), n), c, ks)
-    return np.concatenate([tr.rewards.mean(axis=1, keepdims=True), curve], axis=1)
+    rate = (c / n).astype(np.float64)[:, None]
+    return np.concatenate([rate, tr.rewards.mean(axis=1, keepdims=True), curve], axis=1)
 
 
 def _curve_from(values_mean: FloatArray, reps: FloatArray, ks: list[int], p: int) -> Curve:
     lo, hi = _interval(reps)
+    a, b, k0 = COL_PASS1, COL_MEAN_REWARD, COL_PASSK
     return Curve(
-        ks, values_mean[1:], lo[1:], hi[1:], float(values_mean[0]), float(lo[0]), float(hi[0]), p
+        ks,
+        values_mean[k0:],
+        lo[k0:],
+        hi[k0:],
+        float(values_mean[a]),
+        float(lo[a]),
+        float(hi[a]),
+        float(values_mean[b]),
+        float(lo[b]),
+        float(hi[b]),
+        p,
     )
 
 
@@ -187,7 +291,8 @@ def classify_regime(
 ) -> str:
     """Classify a task's change over checkpoints ordered base, ..., intermediate, final.
 
-    ``pass1[m]`` is model m's pass@1 and ``boundary[m]`` its pass@k at the largest k.
+    ``pass1[m]`` is model m's pass@1 (success rate, never the mean reward) and
+    ``boundary[m]`` its pass@k at the largest k.
 
     - *unsolved*: neither the base nor the final model succeeded on any problem (both
       boundaries 0): nothing was there to expand or diminish, and no verdict is given.
@@ -217,7 +322,8 @@ class TaskComparison:
     task: str
     domain: str
     models: list[str]  # the models compared, base first
-    pass1: list[float]
+    pass1: list[float]  # success rate per model
+    mean_reward: list[float]  # average reward per model (not used by the regime)
     boundary: list[float]  # pass@k_max per model
     k_max: int
     regime: str
@@ -241,6 +347,15 @@ class Analysis:
     histograms: dict[tuple[str, str], npt.NDArray[np.int64]]  # (model, task) -> counts
     comparisons: list[TaskComparison]
     tolerance: float
+    floors: dict[tuple[str, str], Floor | None] = field(default_factory=dict)  # (model, task)
+
+    def task_floor(self, task: str) -> Floor | None:
+        """The task's floor for reports: the first model's that has one (the trivial
+        responses do not depend on the model; only the problems evaluated can differ)."""
+        for m in self.results.models:
+            if (f := self.floors.get((m, task))) is not None:
+                return f
+        return None
 
 
 def newly_solved(base: TaskResult, later: TaskResult, threshold: float) -> list[str]:
@@ -255,20 +370,22 @@ def compare_task(
 ) -> TaskComparison | None:
     """Compare the models that evaluated ``task``; None when fewer than two did.
 
-    pass@1 and the boundary are taken over the problems every compared model has (a model
-    evaluated with a larger ``--problems`` must not look better or worse for that)."""
+    pass@1, mean reward and the boundary are taken over the problems every compared model
+    has (a model evaluated with a larger ``--problems`` must not look better or worse for
+    that)."""
     models = [m for m in results.models if (m, task) in results.data]
     if len(models) < 2:
         return None
     common = set.intersection(*(set(results.data[(m, task)].uids) for m in models))
-    p1, bound = [], []
+    p1, mr, bound = [], [], []
     for m in models:
         tr = results.data[(m, task)]
         keep = np.array([u in common for u in tr.uids])
-        values = per_problem(tr, results.ks[-1:], results.threshold)[keep]  # [P, 2]
-        mean = values.mean(axis=0) if len(values) else np.zeros(2)
-        p1.append(float(mean[0]))
-        bound.append(float(mean[1]))
+        values = per_problem(tr, results.ks[-1:], results.threshold)[keep]  # [P, 3]
+        mean = values.mean(axis=0) if len(values) else np.zeros(COL_PASSK + 1)
+        p1.append(float(mean[COL_PASS1]))
+        mr.append(float(mean[COL_MEAN_REWARD]))
+        bound.append(float(mean[COL_PASSK]))
     base = results.data[(models[0], task)]
     base_c = successes(base.rewards, results.threshold)
     return TaskComparison(
@@ -276,6 +393,7 @@ def compare_task(
         domain=results.domains.get(task, "other"),
         models=models,
         pass1=p1,
+        mean_reward=mr,
         boundary=bound,
         k_max=results.ks[-1],
         regime=classify_regime(p1, bound, tol),
@@ -305,15 +423,25 @@ def analyse(
         for domain, trs in by_domain.items():
             dc[(model, domain)] = domain_curve(trs, ks, results.threshold, n_boot, seed)
     hists = {
-        key: np.histogram(tr.rewards.mean(axis=1), bins=HIST_EDGES)[0].astype(np.int64)
+        key: np.histogram(problem_pass1(tr, results.threshold), bins=HIST_EDGES)[0].astype(np.int64)
         for key, tr in results.data.items()
     }
     comps = [c for t in results.tasks if (c := compare_task(results, t, tc, tolerance))]
-    return Analysis(results, tc, dc, hists, comps, tolerance)
+    floors = {key: task_floor(tr, results.threshold) for key, tr in results.data.items()}
+    return Analysis(results, tc, dc, hists, comps, tolerance, floors)
+
+
+def problem_pass1(tr: TaskResult, threshold: float) -> FloatArray:
+    """Per-problem pass@1: the share of its n samples that succeed, [P]."""
+    return np.asarray(successes(tr.rewards, threshold) / tr.rewards.shape[1], dtype=np.float64)
 
 
 def summary_metrics(analysis: Analysis, model: str) -> dict[str, float]:
-    """Flat ``eval/<task>/pass@k`` metrics for one model (what training logs)."""
+    """Flat metrics of one model (what training logs), per task:
+
+    ``eval/<task>/pass@1`` (success rate), ``eval/<task>/pass@<k>`` for every k > 1,
+    ``eval/<task>/mean_reward``, and where known ``eval/<task>/floor`` (the best trivial
+    policy's success rate) and ``eval/<task>/format_rate``."""
     out: dict[str, float] = {}
     for (m, task), curve in analysis.task_curves.items():
         if m != model:
@@ -322,4 +450,9 @@ def summary_metrics(analysis: Analysis, model: str) -> dict[str, float]:
         for k, v in zip(curve.ks, curve.passk, strict=True):
             if k > 1:
                 out[f"eval/{task}/pass@{k}"] = float(v)
+        out[f"eval/{task}/mean_reward"] = curve.mean_reward
+        if (floor := analysis.floors.get((m, task))) is not None:
+            out[f"eval/{task}/floor"] = floor.value
+        if (rate := analysis.results.data[(m, task)].format_rate()) is not None:
+            out[f"eval/{task}/format_rate"] = rate
     return out

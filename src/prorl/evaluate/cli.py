@@ -160,14 +160,34 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def _print_table(directory: Path) -> None:
-    from prorl.evaluate.analysis import load_results, per_problem
+    """pass@1 (success rate), mean reward, null floor and pass@k_max per model and task."""
+    from prorl.evaluate.analysis import (
+        COL_MEAN_REWARD,
+        COL_PASS1,
+        FLOOR_NAMES,
+        load_results,
+        per_problem,
+        task_floor,
+    )
 
     res = load_results(directory)
     kmax = res.ks[-1]
-    print(f"{'model':<24} {'task':<32} {'problems':>8} {'pass@1':>7} {'pass@' + str(kmax):>9}")
+    print(
+        f"{'model':<24} {'task':<32} {'problems':>8} {'pass@1':>7} {'mean reward':>11} "
+        f"{'floor':>18} {'pass@' + str(kmax):>9}"
+    )
     for (model, task), tr in res.data.items():
         v = per_problem(tr, res.ks, res.threshold).mean(axis=0)
-        print(f"{model:<24} {task:<32} {len(tr.uids):>8} {100 * v[0]:>6.1f}% {100 * v[-1]:>8.1f}%")
+        f = task_floor(tr, res.threshold)
+        floor = "-" if f is None else f"{100 * f.value:.1f}% ({FLOOR_NAMES[f.policy]})"
+        print(
+            f"{model:<24} {task:<32} {len(tr.uids):>8} {100 * v[COL_PASS1]:>6.1f}% "
+            f"{100 * v[COL_MEAN_REWARD]:>10.1f}% {floor:>18} {100 * v[-1]:>8.1f}%"
+        )
+    print(
+        f"pass@1 = success rate (reward >= {res.threshold:g}); mean reward = average reward "
+        "(partial credit); floor = best trivial response's success rate ('-': not stored)"
+    )
 
 
 def run_report(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from prorl.evaluate.analysis import HIST_EDGES, Analysis, Curve  # noqa: E402
+from prorl.evaluate.analysis import FLOOR_NAMES, HIST_EDGES, Analysis, Curve  # noqa: E402
 
 _COLORS = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]
 
@@ -42,13 +42,24 @@ def _curve_axes(ax: plt.Axes, curves: list[tuple[str, Curve]], title: str) -> No
 
 
 def passk_plot(analysis: Analysis, task: str) -> bytes:
-    """pass@k against k (log scale) for every model on ``task``, 95 % bootstrap bands."""
+    """pass@k against k (log scale) for every model on ``task``, 95 % bootstrap bands, and
+    the null floor as a dashed line (a trivial response is deterministic: its pass@k is the
+    same for every k)."""
     curves = [
         (m, analysis.task_curves[(m, task)])
         for m in analysis.results.models
         if (m, task) in analysis.task_curves
     ]
     fig, ax = plt.subplots(figsize=(5.0, 3.4))
+    floor = analysis.task_floor(task)
+    if floor is not None:
+        ax.axhline(
+            floor.value,
+            color="0.4",
+            linestyle="--",
+            linewidth=1,
+            label=f"null floor ({FLOOR_NAMES[floor.policy]})",
+        )
     _curve_axes(ax, curves, task)
     return to_png(fig)
 
@@ -65,7 +76,8 @@ def domain_plot(analysis: Analysis, domain: str) -> bytes:
 
 
 def histogram_plot(analysis: Analysis, task: str) -> bytes:
-    """Distribution of per-problem pass@1 (mean reward over n samples), one bar per model."""
+    """Distribution of per-problem pass@1 (share of n samples that succeed), one bar per
+    model."""
     models = [m for m in analysis.results.models if (m, task) in analysis.histograms]
     fig, ax = plt.subplots(figsize=(5.0, 3.0))
     width = 0.1 / max(1, len(models))
@@ -94,7 +106,8 @@ def histogram_plot(analysis: Analysis, task: str) -> bytes:
 
 
 def overview_plot(analysis: Analysis) -> bytes:
-    """pass@1 and pass@k_max per task and model, side by side: the whole run at a glance."""
+    """pass@1 (success rate) and pass@k_max per task and model, side by side: the whole run
+    at a glance."""
     res = analysis.results
     tasks, models = res.tasks, res.models
     fig, axes = plt.subplots(1, 2, figsize=(10.0, 0.45 * len(tasks) + 1.6), sharey=True)

@@ -16,7 +16,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prorl.evaluate import plots
-from prorl.evaluate.analysis import HIST_EDGES, Analysis, Curve, analyse, load_results
+from prorl.evaluate.analysis import (
+    FLOOR_NAMES,
+    FLOOR_POLICIES,
+    HIST_EDGES,
+    Analysis,
+    Curve,
+    Floor,
+    analyse,
+    load_results,
+    problem_pass1,
+)
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;
@@ -37,6 +47,15 @@ def _pct(x: float) -> str:
 
 def _ci(value: float, lo: float, hi: float) -> str:
     return f"{_pct(value)} [{_pct(lo)}, {_pct(hi)}]"
+
+
+def _floor_cell(f: Floor | None) -> str:
+    """The floor beside a score: the best trivial policy's success rate, or "-" (unknown)."""
+    return "-" if f is None else f"{_pct(f.value)} ({FLOOR_NAMES[f.policy]})"
+
+
+def _opt_pct(x: float | None) -> str:
+    return "-" if x is None else _pct(x)
 
 
 class _Doc:
@@ -96,7 +115,10 @@ def _results_rows(a: Analysis) -> list[list[str]]:
                     m,
                     str(c.problems),
                     _ci(c.pass1, c.pass1_lo, c.pass1_hi),
+                    _ci(c.mean_reward, c.mean_reward_lo, c.mean_reward_hi),
                     _ci(float(c.passk[-1]), float(c.lo[-1]), float(c.hi[-1])),
+                    _floor_cell(a.floors.get((m, task))),
+                    _opt_pct(tr.format_rate()),
                     f"{tr.num_tokens.mean():.0f}",
                     _pct(float(tr.truncated.mean())),
                 ]
@@ -115,9 +137,16 @@ def _settings(a: Analysis) -> list[str]:
         f"n = {a.results.n} samples per problem; split {man.get('split', '?')}; "
         f"temperature {s.get('temperature', '?')}, top_p {s.get('top_p', '?')}, "
         f"max_new_tokens {s.get('max_new_tokens', '?')}; seed {man.get('seed', '?')}.",
-        f"pass@1 = mean reward; pass@k uses the unbiased estimator on successes "
-        f"(reward >= {a.results.threshold:g}). Intervals: 95 % percentile bootstrap over "
-        f"problems. Regimes use tolerance {a.tolerance:g} (see docs/evaluation.md).",
+        f"pass@1 = success rate: the share of samples with reward >= "
+        f"{a.results.threshold:g}, the k = 1 point of the pass@k curves (unbiased estimator "
+        "on successes). mean reward = the average reward (partial credit where the task "
+        "gives it); it is not pass@1. floor = the null floor: the success rate of the best "
+        "of four trivial responses (empty, format-only, junk, echo) on the same problems, "
+        "'-' where the results predate it; a score at or near it shows nothing learnt. "
+        "formatted % = share of samples answering in the task's format ('-' where the task "
+        "has none or the results predate it).",
+        f"Intervals: 95 % percentile bootstrap over problems. Regimes use pass@1 (success) "
+        f"and tolerance {a.tolerance:g} (see docs/evaluation.md).",
     ]
 
 
@@ -130,14 +159,15 @@ def build(a: Analysis) -> _Doc:
         f"{res.directory} - generated {dt.datetime.now().isoformat(timespec='seconds')}", "muted"
     )
     specs = {m["label"]: m.get("spec", "") for m in res.manifest.get("models", [])}
-    doc.table(["model (in order)", "loaded from"], [[m, specs.get(m, "")] for m in res.models])
+    doc.table(["model (in order)", "source"], [[m, specs.get(m, "")] for m in res.models])
     for line in _settings(a):
         doc.para(line, "muted")
     doc.images([("overview", plots.overview_plot(a))])
 
     doc.heading("Results per task (%, 95 % CI)")
-    headers = ["task", "domain", "model", "problems", "pass@1", f"pass@{kmax}"]
-    doc.table([*headers, "mean tokens", "truncated %"], _results_rows(a))
+    headers = ["task", "domain", "model", "problems", "pass@1", "mean reward", f"pass@{kmax}"]
+    doc.table([*headers, "floor", "formatted %", "mean tokens", "truncated %"], _results_rows(a))
+    _floors(doc, a)
     doc.heading("pass@k curves per task (%)")
     rows = [
         [t, m, *_curve_cells(a.task_curves[(m, t)])]
@@ -155,18 +185,57 @@ def build(a: Analysis) -> _Doc:
             d,
             m,
             _ci(c.pass1, c.pass1_lo, c.pass1_hi),
+            _ci(c.mean_reward, c.mean_reward_lo, c.mean_reward_hi),
             _ci(float(c.passk[-1]), float(c.lo[-1]), float(c.hi[-1])),
         ]
         for d in domains
         for m in res.models
         if (c := a.domain_curves.get((m, d))) is not None
     ]
-    doc.table(["domain", "model", "pass@1", f"pass@{kmax}"], rows)
+    doc.table(["domain", "model", "pass@1", "mean reward", f"pass@{kmax}"], rows)
     doc.images([(d, plots.domain_plot(a, d)) for d in domains])
 
     _comparison(doc, a)
     _distribution(doc, a)
     return doc
+
+
+def _floors(doc: _Doc, a: Analysis) -> None:
+    """Every trivial policy per task: success rate % (mean reward %)."""
+    res = a.results
+    doc.heading("Null floor: trivial responses per task (%)", 3)
+    rows = []
+    for t in res.tasks:
+        models = [m for m in res.models if (m, t) in res.data]
+        known = [(m, f) for m in models if (f := a.floors.get((m, t))) is not None]
+        groups: list[tuple[list[str], Floor]] = []
+        for m, f in known:  # models with the same floor (the usual case) share one row
+            same = next((g for g in groups if g[1] == f), None)
+            if same is None:
+                groups.append(([m], f))
+            else:
+                same[0].append(m)
+        for ms, f in groups:
+            who = "all models" if len(ms) == len(models) > 1 else ", ".join(ms)
+            cells = [
+                f"{_pct(f.success[p])} ({_pct(f.mean_reward[p])})" if p in f.success else "-"
+                for p in FLOOR_POLICIES
+            ]
+            rows.append([t, who, str(f.problems), *cells, _floor_cell(f)])
+    if not rows:
+        doc.para(
+            "No null floor stored: these results were written before prorl eval scored "
+            "trivial responses."
+        )
+        return
+    doc.para(
+        "Each cell: success rate (mean reward) of one trivial response given to every "
+        "problem: empty = the empty response; format-only = the task's answer format around "
+        "nothing; junk = the format around a junk string; echo = the question copied back. "
+        "floor = the best of them."
+    )
+    names = [FLOOR_NAMES[p] for p in FLOOR_POLICIES]
+    doc.table(["task", "model", "problems", *names, "floor"], rows)
 
 
 def _comparison(doc: _Doc, a: Analysis) -> None:
@@ -193,15 +262,16 @@ def _comparison(doc: _Doc, a: Analysis) -> None:
                 c.task,
                 " -> ".join(_pct(v) for v in c.pass1),
                 f"{100 * c.delta_pass1:+.1f}",
+                " -> ".join(_pct(v) for v in c.mean_reward),
                 " -> ".join(_pct(v) for v in c.boundary),
                 f"{100 * c.delta_boundary:+.1f}",
+                _floor_cell(a.task_floor(c.task)),
                 c.regime,
                 str(len(solved)),
             ]
         )
-    doc.table(
-        ["task", "pass@1", "delta", f"pass@{kmax}", "delta", "regime", "newly solved (final)"], rows
-    )
+    headers = ["task", "pass@1", "delta", "mean reward", f"pass@{kmax}", "delta", "floor"]
+    doc.table([*headers, "regime", "newly solved (final)"], rows)
     zero = [c for c in a.comparisons if c.base_all_zero]
     doc.heading("Tasks where the base scores 0 at every k", 3)
     if not zero:
@@ -230,12 +300,16 @@ def _comparison(doc: _Doc, a: Analysis) -> None:
 def _distribution(doc: _Doc, a: Analysis) -> None:
     res = a.results
     doc.heading("Distribution of per-problem pass@1")
+    doc.para(
+        f"Per-problem pass@1: the share of a problem's {res.n} samples that succeed "
+        f"(reward >= {res.threshold:g})."
+    )
     bins = [f"{lo:.1f}-{hi:.1f}" for lo, hi in zip(HIST_EDGES[:-1], HIST_EDGES[1:], strict=True)]
     rows = []
     for t in res.tasks:
         for m in res.models:
             if (m, t) in a.histograms:
-                per = res.data[(m, t)].rewards.mean(axis=1)
+                per = problem_pass1(res.data[(m, t)], res.threshold)
                 rows.append(
                     [
                         t,
