@@ -10,7 +10,9 @@ from prorl.types import Example
 from prorl.verify import get_verifier
 from prorl.verify.ifeval import (
     INSTRUCTION_IDS,
+    ContentGate,
     check_instruction,
+    content_gate,
     score_ifeval,
     validate_spec,
 )
@@ -459,3 +461,77 @@ def test_huggingface_ifeval_row_scores_unchanged() -> None:
     assert verify(good, example).reward == 1.0
     half = "Hi, our cat Milo is missing. He has a *red collar*. Thank you."
     assert verify(half, example).reward == pytest.approx(1 / 3)
+
+
+# --- content gate ---------------------------------------------------------------------
+
+GATE_PROMPT = (
+    "Write a poem about the moon over a quiet city.\n"
+    "Do not use any commas in your response.\n"
+    "Finish your response with this exact phrase: Any other questions? No other words should "
+    "follow this phrase."
+)
+GATE = ContentGate(min_words=5, max_echo=0.5)
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("", False),
+        ("xyzzy plover", False),  # too few words
+        (GATE_PROMPT, False),  # the echo: nothing of its own
+        (GATE_PROMPT + " silver roofs shine tonight softly", False),  # own 5, mostly copied
+        ("Silver light falls on sleeping roofs and empty streets.", True),
+        # Restating the topic is fine while most words are the response's own.
+        ("The moon over a quiet city hums above sleeping roofs and streets.", True),
+        ("The moon over a quiet city glows.", False),  # only 2 words of its own
+    ],
+)
+def test_content_gate(text: str, ok: bool) -> None:
+    verdict = content_gate(text, GATE_PROMPT, GATE)
+    assert verdict["ok"] is ok, verdict
+    assert set(verdict) == {"ok", "own_words", "copied_words", "echo", "min_words", "max_echo"}
+
+
+def test_content_gate_ignores_text_constraints_ask_to_copy() -> None:
+    body = "Silver light falls on sleeping roofs."
+    end = "Any other questions?"
+    plain = content_gate(f"{body} {end}", GATE_PROMPT, GATE)
+    assert plain["ok"] and plain["copied_words"] == 3  # the phrase is in the prompt
+    neutral = content_gate(f"{body} {end}", GATE_PROMPT, GATE, required=[end])
+    assert neutral["copied_words"] == 0 and neutral["own_words"] == 6
+    assert not content_gate(end, GATE_PROMPT, GATE, required=[end])["ok"]
+    # A requested repetition of the prompt is not an echo; what follows it must still be own.
+    request = "Write a poem about the moon over a quiet city."
+    repeated = content_gate(f"{request} {body}", GATE_PROMPT, GATE, repeated=request)
+    assert repeated["ok"] and repeated["own_words"] == 6 and repeated["copied_words"] == 0
+    assert not content_gate(request, GATE_PROMPT, GATE, repeated=request)["ok"]
+
+
+def test_gate_applies_only_where_the_spec_asks_for_it() -> None:
+    verify = get_verifier("ifeval")
+    spec = {"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
+    # A file row (IFEval's own data): no gate, "hi there" passes as before.
+    plain = verify("hi there", _example(spec))
+    assert plain.reward == 1.0 and "gate" not in plain.details
+    gated = {**spec, "content_gate": {"min_words": 5, "max_echo": 0.5}}
+    for ex in (_example(gated), _example({}, json.dumps(gated))):
+        short = verify("hi there", ex)
+        assert short.reward == 0.0 and short.reason == "wrong" and not short.details["gate"]["ok"]
+        assert short.details["n_passed"] == 1  # the constraint results stay visible
+        assert verify("Hello neighbour how are you doing today", ex).reward == 1.0
+        assert verify("Say hi. Do not use commas.", ex).reward == 0.0  # the echo
+    broken = {**spec, "content_gate": {"min_words": 0}}
+    assert verify("hello there friend", _example(broken)).reason == "INFRA_ERROR"
+    assert verify("hello there friend", _example({**spec, "content_gate": 5})).is_infra_error
+
+
+def test_score_ifeval_gate_argument_and_nasty_inputs() -> None:
+    ids, kwargs = ["punctuation:no_comma", "startend:end_checker"], [{}, {"end_phrase": "Bye."}]
+    half = score_ifeval("a b c d e f", ids, kwargs, prompt="Say hi.", gate=GATE)
+    assert half.reward == 0.5 and half.details["gate"]["ok"]
+    zero = score_ifeval("Bye.", ids, kwargs, prompt="Say hi. End with Bye.", gate=GATE)
+    assert zero.reward == 0.0 and zero.details["n_passed"] == 2
+    for nasty in ("a " * 200_000, "x" * 100_000, "[" * 50_000, "\x00\ud800"):
+        score = score_ifeval(nasty, ids, kwargs, prompt=GATE_PROMPT, gate=GATE)
+        assert 0.0 <= score.reward <= 1.0

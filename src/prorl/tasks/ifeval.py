@@ -8,6 +8,12 @@ Splits are disjoint by construction: a prompt's *content* (topic, ids, kwargs; n
 wording and not the seed) hashes to a bucket that fixes its split (80% train, 10% val, 10%
 test), and item i of a split is the first candidate drawn for (seed, split, i) whose bucket
 belongs to that split. So no val/test constraint set ever appears in training, for any seed.
+
+Honest rewards: a drawn constraint set is kept only if the empty response fails it and, under
+``max_response_tokens``, a response that fits the cap can satisfy it (and "fewer than N"
+limits can be broken within the cap, so they bind). The spec carries a ``content_gate``: a
+response without a few words of its own, or mostly copied from the prompt, scores 0. See
+docs/ifeval.md.
 """
 
 from __future__ import annotations
@@ -16,11 +22,19 @@ import hashlib
 import json
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from prorl.tasks.base import SPLITS, register_task
 from prorl.types import Example, Score
-from prorl.verify.ifeval import INSTRUCTION_IDS, score_ifeval_example, validate_spec
+from prorl.verify.ifeval import (
+    INSTRUCTION_IDS,
+    ContentGate,
+    score_ifeval,
+    score_ifeval_example,
+    validate_spec,
+)
+from prorl.verify.ifeval_text import count_sentences, count_words
 from prorl.verify.registry import as_score
 
 TOPICS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -278,6 +292,109 @@ CONFLICTS = _conflict_pairs()
 _SPLIT_BUCKETS = {"train": range(0, 80), "val": range(80, 90), "test": range(90, 100)}
 _MAX_ATTEMPTS = 10_000
 
+# Responses are cut at ``max_response_tokens``; a capped response is assumed to hold at least
+# this many words per token (English prose runs ~0.75; markdown, numbers and rare words fewer),
+# so constraints are sized for 0.6 * cap words.
+WORDS_PER_TOKEN = 0.6
+# The content gate every ifeval-gen spec carries (see prorl.verify.ifeval.content_gate).
+CONTENT_GATE = ContentGate(min_words=5, max_echo=0.5)
+# The smallest cap accepted: below it, the gate and a constraint hardly fit.
+MIN_RESPONSE_TOKENS = 32
+# Words a sentence, paragraph, bullet or section needs at least, when sizing a response.
+_WORDS_PER_PART = 3
+# Kinds that any additional text can only break (more commas, more words, more letters): the
+# text the other constraints force into the response must already pass them.
+_SHRINKING = ("punctuation:no_comma", "keywords:forbidden_words")
+
+
+def _forced_text(ids: Sequence[str], kwargs: Sequence[dict[str, Any]]) -> list[str]:
+    """Text a response satisfying (ids, kwargs) must contain, one piece per item."""
+    pieces: list[str] = []
+    for kind, kw in zip(ids, kwargs, strict=True):
+        if kind == "startend:end_checker":
+            pieces.append(kw["end_phrase"])
+        elif kind == "combination:repeat_prompt":
+            pieces.append(kw["prompt_to_repeat"])
+        elif kind == "keywords:existence":
+            pieces.extend(kw["keywords"])
+        elif kind == "keywords:frequency" and kw["relation"] == "at least":
+            pieces.extend([kw["keyword"]] * kw["frequency"])
+        elif kind == "detectable_content:postscript":
+            pieces.append(f"{kw['postscript_marker']} see you")
+        elif kind == "detectable_format:multiple_sections":
+            spliter = kw["section_spliter"]
+            pieces.extend(f"{spliter} {i}" for i in range(1, kw["num_sections"] + 1))
+        elif kind == "detectable_format:constrained_response":
+            pieces.append("My answer is yes.")
+        elif kind == "detectable_format:title":
+            pieces.append("<<a title>>")
+        elif kind == "length_constraints:nth_paragraph_first_word":
+            pieces.append(kw["first_word"])
+    return pieces
+
+
+def words_needed(ids: Sequence[str], kwargs: Sequence[dict[str, Any]]) -> int:
+    """A generous estimate of the words the shortest response satisfying (ids, kwargs) and the
+    content gate needs: the gate's own words (or the structure's, if more: N sentences,
+    paragraphs or bullets of ``_WORDS_PER_PART`` words, two responses), plus the words the
+    constraints force in (end phrase, repeated request, keywords, markers, placeholders, ...),
+    and at least N for "at least N words"."""
+    structure = CONTENT_GATE.min_words
+    forced = sum(count_words(p) for p in _forced_text(ids, kwargs))
+    at_least = 0
+    for kind, kw in zip(ids, kwargs, strict=True):
+        relation = kw.get("relation") or kw.get("let_relation") or kw.get("capital_relation")
+        if kind == "length_constraints:number_sentences" and relation == "at least":
+            structure = max(structure, _WORDS_PER_PART * kw["num_sentences"])
+        elif kind in ("length_constraints:number_paragraphs",
+                      "length_constraints:nth_paragraph_first_word"):  # fmt: skip
+            structure = max(structure, _WORDS_PER_PART * kw["num_paragraphs"])
+        elif kind == "detectable_format:number_bullet_lists":
+            structure = max(structure, _WORDS_PER_PART * kw["num_bullets"])
+        elif kind == "combination:two_responses":
+            structure = max(structure, 2 * CONTENT_GATE.min_words)
+        elif kind == "detectable_content:number_placeholders":
+            forced += kw["num_placeholders"]
+        elif kind == "detectable_format:json_format":
+            forced += 1  # a key
+        elif kind == "keywords:letter_frequency" and relation == "at least":
+            forced += kw["let_frequency"]  # a word per occurrence, to be safe
+        elif kind == "change_case:capital_word_frequency" and relation == "at least":
+            forced += kw["capital_frequency"]
+        elif kind == "length_constraints:number_words" and relation == "at least":
+            at_least = kw["num_words"]
+    return max(structure + forced, at_least)
+
+
+def infeasible(
+    ids: Sequence[str], kwargs: Sequence[dict[str, Any]], prompt: str, word_budget: int | None
+) -> str:
+    """Why no honest response fits (ids, kwargs) within ``word_budget`` words (None: no cap),
+    or why the empty response would satisfy it; "" when the set is fine."""
+    empty = score_ifeval("", ids, kwargs, prompt)
+    if empty.reason == "ok":
+        return "the empty response satisfies every constraint"
+    need = words_needed(ids, kwargs)
+    if word_budget is not None and need > word_budget:
+        return f"needs about {need} words; the cap allows {word_budget}"
+    forced = " ".join(_forced_text(ids, kwargs))
+    for kind, kw in zip(ids, kwargs, strict=True):
+        relation = kw.get("relation") or kw.get("let_relation") or kw.get("capital_relation")
+        if kind in _SHRINKING or relation == "less than":
+            if kind == "length_constraints:number_words":
+                limit, least = kw["num_words"], need
+            elif kind == "length_constraints:number_sentences":
+                limit, least = kw["num_sentences"], 1 + count_sentences(forced)
+            else:  # counts of letters, capitals, a keyword; commas; forbidden words
+                if not score_ifeval(forced, [kind], [kw]).details["results"][0]["ok"]:
+                    return f"{kind}: the text other constraints force in breaks it"
+                continue
+            if least >= limit:
+                return f"{kind}: fewer than {limit} is impossible (needs {least})"
+            if word_budget is not None and limit > word_budget:
+                return f"{kind}: fewer than {limit} always holds under the cap ({word_budget})"
+    return ""
+
 
 def compatible(kinds: Sequence[str]) -> bool:
     """Whether no two of ``kinds`` conflict."""
@@ -298,6 +415,7 @@ class IFEvalGenTask:
         kinds: Sequence[str] | str | None = None,
         val_size: int = 200,
         test_size: int = 200,
+        max_response_tokens: int | None = None,
     ) -> None:
         if isinstance(kinds, str):  # from the CLI: "punctuation:no_comma,startend:end_checker"
             kinds = [k.strip() for k in kinds.split(",") if k.strip()]
@@ -309,11 +427,25 @@ class IFEvalGenTask:
             raise ValueError("ifeval-gen: need 1 <= min_constraints <= max_constraints")
         if val_size < 0 or test_size < 0:
             raise ValueError("ifeval-gen: val_size and test_size must be >= 0")
+        if max_response_tokens is not None and max_response_tokens < MIN_RESPONSE_TOKENS:
+            raise ValueError(
+                f"ifeval-gen: max_response_tokens must be >= {MIN_RESPONSE_TOKENS} (or None)"
+            )
+        if set(chosen) <= set(_SHRINKING):
+            raise ValueError(
+                f"ifeval-gen: kinds {sorted(set(chosen))} are all met by the empty response; "
+                "add a kind that asks for something"
+            )
         self.name = "ifeval-gen"
         self.seed = seed
         self.kinds = tuple(sorted(set(chosen)))
         self.min_constraints = min_constraints
         self.max_constraints = max_constraints
+        self.max_response_tokens = max_response_tokens
+        # Words a response cut at the cap surely has room for (None: no cap).
+        self.word_budget = (
+            None if max_response_tokens is None else int(max_response_tokens * WORDS_PER_TOKEN)
+        )
         self._sizes: dict[str, int | None] = {"train": None, "val": val_size, "test": test_size}
 
     def size(self, split: str = "train") -> int | None:
@@ -331,6 +463,11 @@ class IFEvalGenTask:
             if compatible([*ids, kind]):
                 ids.append(kind)
         kwargs = [SAMPLERS[k](rng, TOPICS[topic][1]) for k in ids]
+        if self.word_budget is not None:
+            for kind, kw in zip(ids, kwargs, strict=True):
+                fits = [n for n in _NUMBER_WORDS if n <= self.word_budget]
+                if kind == "length_constraints:number_words" and fits:
+                    kw["num_words"] = rng.choice(fits)  # a limit the cap lets a response reach
         return topic, ids, kwargs
 
     def example(self, index: int, split: str = "train") -> Example:
@@ -341,10 +478,14 @@ class IFEvalGenTask:
             rng = random.Random(f"ifeval-gen:{self.seed}:{split}:{index}:{attempt}")
             topic, ids, kwargs = self._draw(rng)
             if _bucket(topic, ids, kwargs) in _SPLIT_BUCKETS[split]:
-                return self._build(index, split, rng, topic, ids, kwargs)
+                ex = self._build(index, split, rng, topic, ids, kwargs)
+                ids, kwargs = ex.meta["instruction_id_list"], ex.meta["kwargs"]
+                if not infeasible(ids, kwargs, ex.question, self.word_budget):
+                    return ex
         raise ValueError(
             f"{self.name}: no {split} prompt found in {_MAX_ATTEMPTS} draws; the kinds "
-            f"{list(self.kinds)} leave too few distinct prompts"
+            f"{list(self.kinds)} leave too few distinct prompts that fit "
+            f"max_response_tokens={self.max_response_tokens} and that the empty response fails"
         )
 
     def _build(
@@ -369,7 +510,11 @@ class IFEvalGenTask:
         # run into the next sentence on a single line.
         text = "\n".join(parts)
         validate_spec(ids, kwargs, text)  # a generator bug must fail here, not in training
-        spec = {"instruction_id_list": ids, "kwargs": kwargs}
+        spec = {
+            "instruction_id_list": ids,
+            "kwargs": kwargs,
+            "content_gate": CONTENT_GATE.as_spec(),
+        }
         return Example(
             uid=f"{self.name}:{split}:{self.seed}:{index}",
             task=self.name,
@@ -379,7 +524,19 @@ class IFEvalGenTask:
         )
 
     def score(self, response: str, example: Example) -> Score:
+        """Share of the constraints met, 0 unless the content gate passes (the spec's
+        ``content_gate``; items built before it existed get ``CONTENT_GATE``)."""
+        if "content_gate" not in example.meta and "instruction_id_list" in example.meta:
+            example = replace(
+                example, meta={**example.meta, "content_gate": CONTENT_GATE.as_spec()}
+            )
         return as_score(score_ifeval_example(response, example))
+
+    def format_answer(self, content: str) -> str:
+        return content  # no answer format: the whole response is the answer
+
+    def reference_response(self, example: Example) -> str | None:
+        return None  # many responses satisfy a constraint set; none is the reference
 
 
 def _bucket(topic: int, ids: list[str], kwargs: list[dict[str, Any]]) -> int:
@@ -393,7 +550,8 @@ def _bucket(topic: int, ids: list[str], kwargs: list[dict[str, Any]]) -> int:
     "ifeval-gen",
     domain="instruction_following",
     description="IFEval-style writing prompts with 1-3 verifiable constraints, generated offline",
-    verifier="ifeval: share of the prompt's constraints satisfied (after </think>)",
+    verifier="ifeval: share of the prompt's constraints satisfied (after </think>); 0 without "
+    "a few words of the response's own or when mostly copied from the prompt",
 )
 def make_ifeval_gen_task(**settings: Any) -> IFEvalGenTask:
     return IFEvalGenTask(**settings)

@@ -138,3 +138,15 @@ def detect_language(text: str) -> str | None:
         return detect(text[:_LANG_CHARS]).split("-")[0].lower()
     except LangDetectException:
         return None
+
+
+def norm_words(text: str) -> list[str]:
+    """``words(text)`` lowercased, with leading/trailing punctuation and markdown stripped
+    ("*Snow,*" -> "snow"), for comparing a response's wording with the prompt's."""
+    out = []
+    for token in words(text):
+        first = _ALNUM_RE.search(token)
+        last = _ALNUM_RE.search(token[::-1])
+        if first and last:  # always true for a word; the check keeps mypy and linters happy
+            out.append(token[first.start() : len(token) - last.start()].lower())
+    return out
