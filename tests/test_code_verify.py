@@ -129,8 +129,26 @@ def test_tampering_and_failures(scored: dict, name: str, reward: float, reason: 
 
 def test_no_code_block_is_format() -> None:
     assert score_code("def add(a, b): return a + b", CALL).reason == "format"
+    assert score_code("def add(a, b): return a + b", CALL).formatted is False
     assert extract_code("```\nA\n``` text ```py\nB\n```") == "B\n"
     assert extract_code("```python\nwrong\n```</think>no code") is None
+
+
+@pytest.mark.parametrize(
+    ("response", "reason", "formatted"),
+    [
+        ("no code at all", "format", False),
+        ("", "format", False),
+        ("```python\n\n```", "format", False),  # the fence around nothing
+        ("```python\n   \n```", "format", False),
+        ("```python\nxyzzy plover\n```", "format", False),  # does not compile
+        ("```python\ndef add(a, b):\n    return 0\n```", "wrong", True),
+        ("```python\n" + GOOD + "\n```", "ok", True),
+    ],
+)
+def test_formatted(response: str, reason: str, formatted: bool) -> None:
+    score = score_code(response, MBPP, timeout_s=3.0)
+    assert (score.reason, score.formatted) == (reason, formatted)
 
 
 def test_bad_tests_are_infra_errors_not_wrong_answers() -> None:
@@ -192,6 +210,10 @@ def test_code_basic_reference_solutions_all_score_one() -> None:
     bad = [(e.meta["slug"], s) for e, s in zip(examples, scores, strict=True) if s.reward != 1.0]
     assert bad == []
     assert task.score(fence("print('hello')"), examples[0]).reward == 0.0
+    assert all(
+        task.reference_response(e) == task.format_answer(e.meta["reference"]) for e in examples
+    )
+    assert task.format_answer("pass") == "```python\npass\n```"
 
 
 def test_verify_does_not_import_torch() -> None:

@@ -316,3 +316,38 @@ def test_reasoning_gym_rows_scored_by_their_dataset(tmp_path: Path) -> None:
     assert task.score(f"<answer>{entry['answer']}</answer>", ex).reward == 1.0
     assert task.score("<answer>-1</answer>", ex).reward == 0.0
     assert task.score("no tags", ex).reason == "format"
+
+
+def test_answer_format_and_reference_per_verifier(tmp_path: Path, fakes: list) -> None:
+    task = get_task("file", path=jsonl(tmp_path / "mixed.jsonl", MIXED), val_fraction=0.0)
+    refs = [task.reference_response(task.example(i)) for i in range(len(MIXED))]
+    # math, stem_mc, stem rows: the reference boxed; ifeval and code rows: no single reference.
+    assert refs == ["\\boxed{4}", "\\boxed{B}", "\\boxed{R ln 2}", None, None, None,
+                    "\\boxed{done}"]  # fmt: skip
+    # A file mixing formats: a trivial answer is written in each of them.
+    assert task.format_answer("x") == "\\boxed{x}\n```python\nx\n```"
+    math_rows = [r for r in MIXED if r.get("answer") == 4]
+    math = get_task("math", path=jsonl(tmp_path / "m.jsonl", math_rows), val_fraction=0.0)
+    assert math.format_answer("") == "\\boxed{}"
+    code_rows = [r for r in MIXED if "entry_point" in r or "input_output" in r]
+    code = get_task("file", path=jsonl(tmp_path / "c.jsonl", code_rows), val_fraction=0.0)
+    assert code.format_answer("pass") == "```python\npass\n```"
+    if_rows = [r for r in MIXED if "instruction_id_list" in r]
+    ifeval = get_task("file", path=jsonl(tmp_path / "i.jsonl", if_rows), val_fraction=0.0)
+    assert ifeval.format_answer("text") == "text"  # no answer format
+    assert ifeval.reference_response(ifeval.example(0)) is None
+
+
+def test_reference_is_none_under_a_custom_reward_fn(tmp_path: Path) -> None:
+    (tmp_path / "my_reward.py").write_text(REWARD_FILE)
+    f = write_verl_parquet(tmp_path / "t.parquet", VERL_ROWS)
+    spec = f"{tmp_path / 'my_reward.py'}:compute_score"
+    task = get_task("file", path=str(f), reward_fn=spec, val_fraction=0.0)
+    assert task.reference_response(task.example(0)) is None  # its format is the function's
+
+
+def test_reasoning_gym_rows_answer_in_tags(tmp_path: Path) -> None:
+    row = {"question": "How many legs?", "answer": "8", "data_source": "reasoning_gym"}
+    task = get_task("file", path=jsonl(tmp_path / "rg.jsonl", [row]), val_fraction=0.0)
+    assert task.format_answer("x") == "<answer>x</answer>"
+    assert task.reference_response(task.example(0)) == "<answer>8</answer>"

@@ -8,7 +8,7 @@ from fractions import Fraction
 import pytest
 
 from prorl.tasks import get_task, list_tasks
-from prorl.tasks.math_gen import MathGenTask, format_answer, split_of_key
+from prorl.tasks.math_gen import INSTRUCTION, MathGenTask, format_answer, split_of_key
 from prorl.types import Example
 
 
@@ -83,6 +83,27 @@ def test_hand_computed_examples() -> None:
     assert task.score("x = 3/2", ex).reason == "format"
 
 
+def test_no_number_in_the_instruction_box() -> None:
+    """The old instruction showed ``\\boxed{42}``: the prompt, copied back, then scored 1 on
+    every problem whose answer is 42 ("What is 28 + 14?")."""
+    assert not re.search(r"\\boxed\{[^}]*\d", INSTRUCTION)
+    task = MathGenTask(level=[1, 2, 3])
+    hits = [ex for ex in (task.example(i) for i in range(1500)) if ex.answer == "42"]
+    assert hits  # the case that used to leak
+    for ex in hits:
+        assert task.score(ex.question, ex).reward == 0.0
+        assert task.score(task.reference_response(ex), ex).reward == 1.0
+
+
+def test_answer_format_and_reference() -> None:
+    task = MathGenTask(level=4)
+    assert task.format_answer("3/2") == "\\boxed{3/2}"
+    for i in range(50):
+        ex = task.example(i)
+        assert task.reference_response(ex) == f"\\boxed{{{ex.answer}}}"
+        assert task.score(task.reference_response(ex), ex).reward == 1.0
+
+
 def test_deterministic_and_seeded() -> None:
     a, b = MathGenTask(seed=3, level=[1, 4]), MathGenTask(seed=3, level=[1, 4])
     assert [a.example(i) for i in range(20)] == [b.example(i) for i in range(20)]
@@ -108,6 +129,7 @@ def test_prompt_asks_for_boxed_answer_and_level1_is_easy() -> None:
     task = get_task("math-gen")
     ex = task.example(0)
     assert "\\boxed{}" in ex.question and ex.prompt[0]["role"] == "user"
+    assert ex.question.endswith("\nPut your final answer in \\boxed{}.")
     answers = [int(task.example(i).answer) for i in range(100)]  # level 1: small integers
     assert min(answers) > 0 and max(answers) <= 60
 

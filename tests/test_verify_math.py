@@ -6,7 +6,7 @@ import pytest
 
 from prorl.types import Example
 from prorl.verify import get_verifier
-from prorl.verify.math import extract_boxed, is_equivalent, score_math
+from prorl.verify.math import extract_answer, extract_boxed, is_equivalent, score_math
 
 COT = "Let me work through this step by step.\nFirst, we compute the sum.\n"
 
@@ -70,6 +70,98 @@ def test_reasons() -> None:
     wrong = score_math("\\boxed{13}", "12")
     assert (wrong.reason, wrong.details["extracted"]) == ("wrong", "13")
     assert score_math("\\boxed{12}", "12").reason == "ok"
+
+
+@pytest.mark.parametrize(
+    ("response", "reason", "formatted"),
+    [
+        ("The answer is 12", "format", False),
+        ("", "format", False),
+        ("\\boxed{}", "format", False),  # the format around nothing is no answer
+        ("\\boxed{ }", "format", False),
+        ("\\boxed{13}", "wrong", True),
+        ("\\boxed{xyzzy plover}", "wrong", True),
+        ("\\boxed{12}", "ok", True),
+        ("<think>\\boxed{12}</think>no box after thinking", "format", False),
+    ],
+)
+def test_formatted(response: str, reason: str, formatted: bool) -> None:
+    score = score_math(response, "12")
+    assert (score.reason, score.formatted) == (reason, formatted)
+    assert score.reward == (1.0 if reason == "ok" else 0.0)
+
+
+# Answers given as several boxes, as models write multi-answer solutions, and self-corrections.
+# (reference, response, expected reward)
+MULTI_BOX = [
+    # quadratic roots: every root, in any order, any separator
+    ("2, -3", "$x = \\boxed{2}$ and $x = \\boxed{-3}$", 1.0),
+    ("2, -3", "The roots are $\\boxed{-3}$ and $\\boxed{2}$.", 1.0),
+    ("-3, 2", "x = \\boxed{2} or x = \\boxed{-3}", 1.0),
+    ("2, -3", "x_1 = \\boxed{2}, x_2 = \\boxed{-3}", 1.0),
+    ("2, -3", "$$x = \\boxed{2}$$\n$$x = \\boxed{-3}$$", 1.0),
+    ("2, -3", "\\boxed{2} \\text{ or } \\boxed{-3}", 1.0),
+    ("2, -3", "\\[x = \\boxed{2} \\quad\\text{or}\\quad x = \\boxed{-3}\\]", 1.0),
+    ("2, -3", "\\boxed{2, -3}", 1.0),  # one box holding the list
+    ("\\pm 2", "\\boxed{2}, \\boxed{-2}", 1.0),
+    # the reference written as "x = a or x = b" or as a set
+    ("x = 2 \\text{ or } x = -3", "x = \\boxed{2} or x = \\boxed{-3}", 1.0),
+    ("\\{2, -3\\}", "\\boxed{2}, \\boxed{-3}", 1.0),
+    ("1, 2, 3", "\\boxed{1}, \\boxed{2}, and \\boxed{3}", 1.0),
+    # ordered pairs: a list of solutions, order of the list free, order inside a pair not
+    ("(2,1),(1,2)", "\\boxed{(2, 1)}, \\boxed{(1, 2)}", 1.0),
+    ("(2,1),(1,2)", "\\boxed{(1, 2)} and \\boxed{(2, 1)}", 1.0),
+    ("(3,-1)", "x = \\boxed{3}, y = \\boxed{-1}", 1.0),
+    ("(3,-1)", "x = \\boxed{-1}, y = \\boxed{3}", 0.0),
+    # incomplete or padded lists
+    ("2, -3", "\\boxed{2}", 0.0),
+    ("2, -3", "\\boxed{-3}", 0.0),
+    ("2, -3", "\\boxed{2}, \\boxed{-3}, \\boxed{5}", 0.0),
+    ("(2,1),(1,2)", "\\boxed{(2, 1)}", 0.0),
+    # hedging: listing candidates is one (wrong) answer, not a free pick
+    ("3", "\\boxed{1}, \\boxed{2}, \\boxed{3}", 0.0),
+    ("3", "\\boxed{3} or \\boxed{4}", 0.0),
+    ("3", "\\boxed 5 or \\boxed 3", 0.0),
+    ("3", "\\boxed{3}, \\boxed{3}", 1.0),  # the same answer twice is one answer
+    # self-corrections: any words between boxes start over at the last box
+    ("3", "\\boxed{5} no: \\boxed{3}", 1.0),
+    ("5", "\\boxed{5} no: \\boxed{3}", 0.0),
+    ("3", "\\boxed{5}. Wait, that is wrong. \\boxed{3}", 1.0),
+    ("3", "\\boxed{5}, no wait, \\boxed{3}", 1.0),
+    ("5", "\\boxed{5}, no wait, \\boxed{3}", 0.0),
+    ("2, -3", "\\boxed{2} and \\boxed{3}. Correction: \\boxed{2} and \\boxed{-3}", 1.0),
+    ("3", "\\boxed{} \\boxed{3}", 1.0),  # an empty box adds nothing
+]
+
+
+@pytest.mark.parametrize(("reference", "response", "expected"), MULTI_BOX)
+def test_multi_box_table(reference: str, response: str, expected: float) -> None:
+    score = score_math(response, reference)
+    assert score.reward == expected, (score, extract_answer(response))
+    assert score.formatted is True
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("\\boxed{5} no: \\boxed{3}", "3"),
+        ("$\\boxed{2}$ and $\\boxed{-3}$", "2, -3"),
+        ("\\boxed{2}, \\boxed{2}", "2"),
+        ("a \\boxed{1} b \\boxed{{2}+{3}} c", "{2}+{3}"),
+        ("\\boxed{\\boxed{4}}, \\boxed{5}", "4, 5"),
+        ("no box", None),
+        ("\\boxed{}", ""),
+        ("\\boxed{1}" + " " * 80 + "\\boxed{2}", "2"),  # too far apart to be one answer
+    ],
+)
+def test_extract_answer(text: str, expected: str | None) -> None:
+    assert extract_answer(text) == expected
+
+
+def test_many_boxes_stay_cheap_and_guarded() -> None:
+    hedge = ", ".join(f"\\boxed{{{i}}}" for i in range(2000))
+    assert score_math(hedge, "1999").reward == 0.0  # over the length guard: never parsed
+    assert score_math(hedge + " so the answer is \\boxed{7}", "7").reward == 1.0
 
 
 def test_registered_verifier_uses_example_answer() -> None:

@@ -85,6 +85,45 @@ def test_mc_reasons_and_extraction() -> None:
     assert extract_choice("(A) no. (B) no. The answer is (D). See (C)?") == "C"
 
 
+@pytest.mark.parametrize(
+    ("response", "reason", "formatted"),
+    [
+        ("I am not sure", "format", False),
+        ("", "format", False),
+        ("\\boxed{}", "format", False),
+        ("\\boxed{xyzzy plover}", "format", False),
+        ("\\boxed{letter}", "format", False),  # the instruction's placeholder, copied
+        ("Answer: B", "wrong", True),
+        ("\\boxed{A}", "ok", True),
+    ],
+)
+def test_mc_formatted(response: str, reason: str, formatted: bool) -> None:
+    score = score_mc(response, "A")
+    assert (score.reason, score.formatted) == (reason, formatted)
+
+
+@pytest.mark.parametrize(
+    ("reference", "response", "reason", "formatted"),
+    [
+        ("9.8", "no answer", "format", False),
+        ("9.8", "\\boxed{}", "format", False),
+        ("9.8", "\\boxed{xyzzy plover}", "wrong", True),
+        ("9.8", "Answer: 9.8 m/s^2", "ok", True),
+        ("9.8", "\\boxed{9.8}", "ok", True),
+        # several boxes: the final run, as in the math verifier
+        ("2, -2", "$v = \\boxed{2}$ or $v = \\boxed{-2}$", "ok", True),
+        ("2", "\\boxed{2} or \\boxed{3}", "wrong", True),
+        ("3", "\\boxed{2}, wait, no: \\boxed{3}", "ok", True),
+    ],
+)
+def test_short_answer_formatted(
+    reference: str, response: str, reason: str, formatted: bool
+) -> None:
+    score = score_short_answer(response, reference)
+    assert (score.reason, score.formatted) == (reason, formatted)
+    assert score.reward == (1.0 if reason == "ok" else 0.0)
+
+
 def test_registered_verifiers_and_rel_tol() -> None:
     mc, short = get_verifier("stem_mc"), get_verifier("stem")
     assert mc("Answer: (B)", Example("u", "stem-gen", (), "B")).reward == 1.0
@@ -130,9 +169,21 @@ def test_stem_gen_correct_letter_checks_out() -> None:
             assert options["ABCD".index(ex.answer)] == fmt(value), ex.question
             assert fmt(value) not in options[: "ABCD".index(ex.answer)]
         assert task.score(f"The answer is \\boxed{{{ex.answer}}}", ex).reward == 1.0
+        assert task.score(task.reference_response(ex), ex).reward == 1.0
+        assert task.score(ex.question, ex).reward == 0.0  # the prompt copied back
     assert covered > 100
     letters = {task.example(i).answer for i in range(100)}
     assert letters == set("ABCD")  # the correct position varies
+
+
+def test_stem_gen_instruction_and_answer_format() -> None:
+    task = get_task("stem-gen")
+    ex = task.example(0)
+    assert "\\boxed{}" in ex.question and "\\boxed{letter}" in ex.question
+    assert not re.search(r"\\boxed\{[A-J]\}", ex.question)  # no option letter as the example
+    assert extract_choice(ex.question) is None
+    assert task.format_answer("C") == "\\boxed{C}"
+    assert task.reference_response(ex) == f"\\boxed{{{ex.answer}}}"
 
 
 def test_stem_gen_deterministic_and_disjoint() -> None:

@@ -144,6 +144,11 @@ PROBLEMS: tuple[Problem, ...] = (
 FENCE_HINT = "Answer with a complete Python 3 solution in a single ```python fenced code block."
 
 
+def fenced(code: str) -> str:
+    """``code`` as a final answer: a fenced ```python block."""
+    return f"```python\n{code}\n```"
+
+
 def _tests(kind: str, fn: str, cases: Any) -> dict[str, Any]:
     if kind == S:
         return {"inputs": [i + "\n" for i, _ in cases], "outputs": [o + "\n" for _, o in cases]}
@@ -212,6 +217,13 @@ class CodeBasicTask:
 
     def score(self, response: str, example: Example) -> Score:
         return score_code(response, example.meta.get("tests") or example.answer, self.timeout_s)
+
+    def format_answer(self, content: str) -> str:
+        return fenced(content)
+
+    def reference_response(self, example: Example) -> str | None:
+        reference = example.meta.get("reference")
+        return fenced(str(reference)) if reference else None
 
 
 @register_task(

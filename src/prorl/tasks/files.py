@@ -10,7 +10,7 @@ process can call it without the task object. See docs/data.md.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,8 @@ from prorl.data.schema import (
 )
 from prorl.data.splits import SPLIT_ORDER, check_fractions, digest, split_of
 from prorl.tasks.base import SPLITS, list_tasks, register_task
+from prorl.tasks.code import fenced
+from prorl.tasks.math_gen import boxed
 from prorl.types import Example, Score
 from prorl.verify.registry import as_score, get_verifier, list_verifiers
 
@@ -97,6 +99,11 @@ class FileTask:
             {_domain(r.verifier, reward_fn) for rows in self._splits.values() for r in rows}
         )
         self.domain = domains[0] if len(domains) == 1 else "mixed"
+        verifiers = {r.verifier for rows in self._splits.values() for r in rows}
+        # The answer formats of the rows' verifiers, in a fixed order (one for most files).
+        self._formats = tuple(
+            dict.fromkeys(f for v, f in _ANSWER_FORMATS.items() if v in verifiers)
+        )
         self._report()
 
     # -- construction -------------------------------------------------------------------
@@ -219,6 +226,27 @@ class FileTask:
     def score(self, response: str, example: Example) -> Score:
         return score_row(response, example)
 
+    def format_answer(self, content: str) -> str:
+        """``content`` in the answer format of the rows' verifier: ``\\boxed{}`` (math, stem),
+        a fenced ```python block (code), ``<answer></answer>`` (reasoning-gym), ``content``
+        itself (ifeval, custom). A file that mixes formats gets each of them, one per line,
+        so that a trivial answer is tried in every format its rows accept."""
+        if not self._formats:
+            return content
+        return "\n".join(fmt(content) for fmt in self._formats)
+
+    def reference_response(self, example: Example) -> str | None:
+        """The row's reference answer in its verifier's format, where that is a single
+        answer (math, stem, stem_mc, reasoning-gym rows); None for code (tests, no reference
+        solution), ifeval, and rows scored by a custom ``reward_fn``."""
+        meta = example.meta
+        if meta.get("reward_fn"):
+            return None
+        fmt = _ANSWER_FORMATS.get(str(meta.get("verifier", "")))
+        if fmt is None or fmt is fenced or not example.answer.strip():
+            return None
+        return fmt(example.answer)
+
     def _rows(self, split: str) -> list[_Row]:
         if split not in self._splits:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
@@ -251,27 +279,44 @@ def score_row(response: str, example: Example) -> Score:
 
 
 def _score_reasoning_gym(response: str, example: Example) -> Score:
-    """Rows exported from reasoning-gym: its own ``score_answer`` on the ``<answer>`` text.
-    The dataset name comes from extra_info (``dataset`` or ``metadata.source_dataset``)."""
+    """Rows exported from reasoning-gym, scored by the rules of ``rg/<dataset>``
+    (``prorl.tasks.reasoning_gym.score_response``): 1 only when the dataset's ``score_answer``
+    (or its stricter check) gives the ``<answer>`` text full credit, else 0. Rows of a
+    dataset whose scorer is unsound (``UNSOUND``) are not scored: ``INFRA_ERROR``, so they
+    never train. The dataset name comes from extra_info (``dataset`` or
+    ``metadata.source_dataset``)."""
     import reasoning_gym
 
-    from prorl.tasks.reasoning_gym import extract_answer
+    from prorl.tasks.reasoning_gym import UNSOUND, score_response
 
-    answer = extract_answer(response)
-    if answer is None:
-        return Score(0.0, "format")
     extra = example.meta.get("extra_info") or {}
     metadata = extra.get("metadata") or {}
-    dataset = extra.get("dataset") or metadata.get("source_dataset")
+    dataset = str(extra.get("dataset") or metadata.get("source_dataset") or "")
     if not dataset:
         return Score(0.0, "INFRA_ERROR", {"error": "no dataset name in extra_info"})
+    if dataset in UNSOUND:
+        error = f"reasoning-gym {dataset!r} has an unsound scorer: {UNSOUND[dataset]}"
+        return Score(0.0, "INFRA_ERROR", {"error": error})
     entry = {"question": example.question, "answer": example.answer, "metadata": metadata}
-    reward = float(reasoning_gym.get_score_answer_fn(str(dataset))(answer, entry))
-    return as_score(reward)
+    return score_response(dataset, reasoning_gym.get_score_answer_fn(dataset), response, entry)
 
 
 # Verifiers this module provides when nobody registered one under the name.
 _LOCAL_VERIFIERS = {"reasoning_gym": _score_reasoning_gym}
+
+
+def _tagged(content: str) -> str:
+    return f"<answer>{content}</answer>"
+
+
+# How each verifier wants the final answer written (verifiers not named here: no format).
+_ANSWER_FORMATS: dict[str, Callable[[str], str]] = {
+    "math": boxed,
+    "stem": boxed,
+    "stem_mc": boxed,
+    "code": fenced,
+    "reasoning_gym": _tagged,
+}
 
 
 def _domain(verifier: str, reward_fn: str | None) -> str:

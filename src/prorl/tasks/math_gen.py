@@ -22,7 +22,10 @@ from prorl.tasks.base import SPLITS, register_task
 from prorl.types import Example, Score
 from prorl.verify.math import score_math
 
-INSTRUCTION = "Put your final answer in \\boxed{}, for example \\boxed{42}."
+# No example inside the box: with ``\\boxed{42}`` the prompt, copied back, scored 1 on every
+# problem whose answer is 42, and any filled-in example box ("\\boxed{your answer}") would
+# still be an answer in the task's format, so an echo would count as formatted.
+INSTRUCTION = "Put your final answer in \\boxed{}."
 NAMES = ("Ava", "Ben", "Chloe", "Dev", "Emma", "Farid", "Grace", "Hugo", "Iris", "Jon", "Mia")
 ITEMS = ("apple", "marble", "book", "sticker", "coin", "pencil", "cookie", "shell", "card")
 
@@ -162,6 +165,11 @@ def split_of_key(key: str) -> str:
     return next(split for split, r in _BUCKETS.items() if bucket in r)
 
 
+def boxed(content: str) -> str:
+    """``content`` as a final answer: ``\\boxed{content}``."""
+    return "\\boxed{" + content + "}"
+
+
 def format_answer(value: Fraction) -> str:
     return (
         str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
@@ -219,6 +227,12 @@ class MathGenTask:
 
     def score(self, response: str, example: Example) -> Score:
         return score_math(response, example.answer)
+
+    def format_answer(self, content: str) -> str:
+        return boxed(content)
+
+    def reference_response(self, example: Example) -> str:
+        return boxed(example.answer)
 
     @staticmethod
     def _check_split(split: str) -> None:

@@ -12,11 +12,15 @@ import random
 from collections.abc import Callable
 
 from prorl.tasks.base import SPLITS, register_task
-from prorl.tasks.math_gen import split_of_key
+from prorl.tasks.math_gen import boxed, split_of_key
 from prorl.types import Example, Score
 from prorl.verify.stem import score_mc
 
-INSTRUCTION = "Answer with the letter of the correct option in \\boxed{}, for example \\boxed{A}."
+# The example box holds no option letter: with ``\\boxed{A}`` the prompt, copied back, scored 1
+# on every problem whose answer is A.
+INSTRUCTION = (
+    "Answer with the letter of the correct option in \\boxed{}, like this: \\boxed{letter}."
+)
 LETTERS = "ABCD"
 # (question, unit, correct value, distractor values)
 Draft = tuple[str, str, float, list[float]]
@@ -175,6 +179,12 @@ class StemGenTask:
 
     def score(self, response: str, example: Example) -> Score:
         return score_mc(response, example.answer)
+
+    def format_answer(self, content: str) -> str:
+        return boxed(content)
+
+    def reference_response(self, example: Example) -> str:
+        return boxed(example.answer)
 
 
 @register_task(

@@ -87,16 +87,26 @@ def score_code(
     limits: sandbox.Limits | None = None,
 ) -> Score:
     """Score ``response`` on ``tests``; never raises on model output. Bad test data or a
-    harness failure gives reason INFRA_ERROR (excluded from training, not a wrong answer)."""
+    harness failure gives reason INFRA_ERROR (excluded from training, not a wrong answer).
+    ``formatted`` is False (reason ``format``) when there is no non-empty fenced program that
+    compiles."""
     code = extract_code(response)
     if code is None:
-        return Score(0.0, "format", {"error": "no fenced code block"})
+        return Score(0.0, "format", {"error": "no fenced code block"}, formatted=False)
     if len(code) > _MAX_CODE:
-        return Score(0.0, "format", {"error": "program too long"})
+        return Score(0.0, "format", {"error": "program too long"}, formatted=False)
+    if not code.strip():  # the format around nothing: no answer was given
+        return Score(0.0, "format", {"error": "empty code block"}, formatted=False)
     try:
         compile(code, "solution.py", "exec")
     except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError) as e:
-        return Score(0.0, "format", {"error": f"syntax error: {e}"[:300]})
+        return Score(0.0, "format", {"error": f"syntax error: {e}"[:300]}, formatted=False)
+    return replace(_score_program(code, tests, timeout_s, limits), formatted=True)
+
+
+def _score_program(
+    code: str, tests: dict[str, Any] | str, timeout_s: float, limits: sandbox.Limits | None
+) -> Score:
     try:
         spec = parse_tests(tests)
     except ValueError as e:

@@ -2,13 +2,15 @@
 
 ``stem_mc``: the reference is a letter A-J. The response's choice is the *last* of
 ``\\boxed{C}``, ``Answer: C``, ``The answer is (C)``, ``(C)``, or a response that is just
-``C``; reason ``format`` when none is found. Lower-case letters count only inside a box or
-after "answer" with a colon or parentheses ("the answer is a number" must not read as "A").
+``C``; reason ``format`` (``formatted=False``) when none is found. Lower-case letters count
+only inside a box or after "answer" with a colon or parentheses ("the answer is a number"
+must not read as "A").
 
-``stem``: a numeric or symbolic short answer given as ``\\boxed{...}`` or ``Answer: ...``,
-compared with the math checker; a number followed by units ("9.8 m/s^2") is compared by its
-number when the reference is a bare number. ``example.meta["rel_tol"]`` (default 0) also
-accepts numbers within that relative tolerance, for measured quantities.
+``stem``: a numeric or symbolic short answer given as ``\\boxed{...}`` (the final run of
+boxes, as in the ``math`` verifier) or ``Answer: ...``, compared with the math checker; a
+number followed by units ("9.8 m/s^2") is compared by its number when the reference is a bare
+number. ``example.meta["rel_tol"]`` (default 0) also accepts numbers within that relative
+tolerance, for measured quantities.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import re
 from collections.abc import Iterator
 
 from prorl.types import Example, Score
-from prorl.verify.math import _iter_boxed, _unwrap, answer_region, is_equivalent
+from prorl.verify.math import _iter_boxed, answer_region, extract_answer, is_equivalent
 from prorl.verify.registry import register_verifier
 
 __all__ = ["extract_choice", "extract_short_answer", "score_mc", "score_short_answer"]
@@ -75,17 +77,18 @@ def extract_choice(response: str) -> str | None:
 def score_mc(response: str, reference: str) -> Score:
     choice = extract_choice(response)
     if choice is None:
-        return Score(0.0, "format")
+        return Score(0.0, "format", formatted=False)
     ok = choice == reference.strip().strip("()").upper()
-    return Score(1.0 if ok else 0.0, "ok" if ok else "wrong", {"extracted": choice})
+    return Score(1.0 if ok else 0.0, "ok" if ok else "wrong", {"extracted": choice}, True)
 
 
 def extract_short_answer(response: str) -> str | None:
-    """The last ``\\boxed{}`` content, else what follows the last "Answer:"/"answer is"."""
+    """The final boxed answer (``prorl.verify.math.extract_answer``), else what follows the
+    last "Answer:"/"answer is"; None when there is neither (or the box is empty)."""
+    boxed = extract_answer(response)
+    if boxed is not None:
+        return boxed or None
     text = answer_region(response)
-    boxed = _iter_boxed(text)
-    if boxed:
-        return _unwrap(boxed[-1][1])
     lines = _ANSWER_LINE.findall(text)
     if not lines:
         return None
@@ -116,16 +119,16 @@ def _leading_number(text: str) -> float | None:
 def score_short_answer(response: str, reference: str, rel_tol: float = 0.0) -> Score:
     answer = extract_short_answer(response)
     if answer is None:
-        return Score(0.0, "format")
+        return Score(0.0, "format", formatted=False)
     details = {"extracted": answer[:100]}
     if is_equivalent(answer, reference):
-        return Score(1.0, "ok", details)
+        return Score(1.0, "ok", details, formatted=True)
     ref_num = _number(reference.strip())
     if ref_num is not None:
         got = _leading_number(answer)
         if got is not None and math.isclose(got, ref_num, rel_tol=rel_tol, abs_tol=1e-12):
-            return Score(1.0, "ok", details)
-    return Score(0.0, "wrong", details)
+            return Score(1.0, "ok", details, formatted=True)
+    return Score(0.0, "wrong", details, formatted=True)
 
 
 @register_verifier("stem_mc")
