@@ -50,10 +50,34 @@ def test_shape_rewards_combined():
     assert stats["length_penalty"] == pytest.approx(-0.25 - 0.5 - 0.0732233, abs=1e-6)
     shaped, stats = rl.shape_rewards(rewards, lengths, trunc, cfg, cap=100, step=1)  # off
     assert shaped.tolist() == [1.0, 0.0, -1.0, 1.0]
-    assert stats == {"overlong": 1.0, "length_penalty": 0.0, "on": 0.0}
+    assert stats == {"format_credit": 0.0, "overlong": 1.0, "length_penalty": 0.0, "on": 0.0}
     off = ShapingConfig()  # the default changes nothing
     shaped, stats = rl.shape_rewards(rewards, lengths, trunc, off, cap=100, step=0)
     assert shaped.tolist() == rewards.tolist() and stats["overlong"] == stats["on"] == 0.0
+
+
+def test_format_credit_hand_values():
+    rewards = torch.tensor([0.0, 0.0, 1.0, 0.05, 0.5])
+    formatted = torch.tensor([True, False, True, True, True])
+    assert rl.format_credit(rewards, formatted, 0.1).tolist() == pytest.approx(
+        [0.1, 0.0, 1.0, 0.1, 0.5]
+    )
+    assert rl.format_credit(rewards, formatted, 0.0).tolist() == rewards.tolist()
+
+
+def test_format_credit_is_training_only():
+    """A formatted wrong answer's training reward is raised, a truncated one still zeroed;
+    train/reward stays the task's score and the credit is its own metric."""
+    g = _group([0.0, 0.0, 1.0, 0.0], ["stop", "stop", "stop", "length"], [3, 3, 3, 8])
+    g.scores = [Score(0.0, "wrong", formatted=True), Score(0.0, "format", formatted=False),
+                Score(1.0, "ok", formatted=True), Score(0.0, "wrong", formatted=True)]  # fmt: skip
+    shape([g], ShapingConfig(format_reward=0.1, overlong="zero"), cap=8, step_in_stage=0)
+    assert g.rewards == [0.0, 0.0, 1.0, 0.0]
+    assert g.train_rewards == pytest.approx([0.1, 0.0, 1.0, 0.0])
+    m = rollout_metrics([g], [], rl.DynamicBatch(1, 1), 8)
+    assert m["train/reward"] == 0.25  # correctness only
+    assert m["train/format_credit"] == pytest.approx(0.2 / 4)  # 0.1 twice, over 4 samples
+    assert m["train/format_rate"] == 0.75
 
 
 def _group(rewards, finish, lengths, reasons=None):
@@ -106,6 +130,7 @@ def test_length_penalty_in_step():
         ("shaping.overlong=cut", "shaping.overlong: choose one of none, zero, penalty"),
         ("shaping.length_penalty=-1", "shaping.length_penalty: must be >= 0"),
         ("shaping.length_penalty_off_steps=5", "needs length_penalty_on_steps > 0"),
+        ("shaping.format_reward=1", "shaping.format_reward: must be in"),
     ],
 )
 def test_bad_shaping_config(override, needle):

@@ -66,9 +66,15 @@ class DataConfig:
     tasks: tuple[TaskSpec, ...] = (TaskSpec("rg/leg_counting"),)
     val_tasks: tuple[TaskSpec, ...] = ()  # empty: validate on the training tasks' val split
     val_problems: int = 16  # held-out problems per validation task
+    # before the model loads, every task must score its reference answer 1 and trivial
+    # responses (empty, format-only, junk, the prompt echoed) 0 on a few problems
+    # (prorl.tasks.selfcheck): strict stops the run, exclude leaves failing tasks out, skip
+    self_check: str = "strict"
 
     def __post_init__(self) -> None:
         _check(len(self.tasks) > 0, "data.tasks", "at least one task is needed")
+        _check(self.self_check in ("strict", "exclude", "skip"), "data.self_check",
+               "choose strict, exclude or skip")  # fmt: skip
         _check(self.val_problems >= 0, "data.val_problems", "must be >= 0")
 
 
@@ -173,7 +179,7 @@ class ResetConfig:
     target: str = "policy"  # new reference: policy (current) | best (best kept checkpoint)
     patience: int = 0  # validations without a new best before a reset
     drop: float = 0.0  # validation fallen more than this below its best
-    eval_metric: str = "eval/reward"
+    eval_metric: str = "eval/pass@1"  # success rate over the validation tasks
     eval_blend: dict[str, float] = field(default_factory=dict)  # eval key -> weight
     kl_max: float = 0.0  # policy/kl above this
     kl_share_max: float = 0.0  # KL term's share of the loss above this (0-1)
@@ -299,8 +305,12 @@ class ScaleConfig:
 
 @dataclass(frozen=True)
 class ShapingConfig:
-    """Reward shaping for long runs (``prorl.rl.shaping``); off by default, per-stage."""
+    """Reward shaping (``prorl.rl.shaping``): training rewards only, never a task's score;
+    off by default, per-stage."""
 
+    # a formatted but wrong answer's training reward is raised to this; logged as
+    # train/format_credit (a bootstrap for models that rarely use the answer format)
+    format_reward: float = 0.0
     overlong: str = "none"  # none | zero | penalty: responses cut at max_new_tokens
     overlong_penalty: float = 1.0  # penalty: a truncated response's reward is -overlong_penalty
     length_penalty: float = 0.0  # lambda of ProRL v2's cosine length penalty; 0: off
@@ -310,6 +320,7 @@ class ShapingConfig:
     length_penalty_off_steps: int = 0  # ... off for this many (counted from the stage start)
 
     def __post_init__(self) -> None:
+        _check(0 <= self.format_reward < 1, "shaping.format_reward", "must be in [0, 1)")
         modes = ("none", "zero", "penalty")
         _check(self.overlong in modes, "shaping.overlong", f"choose one of {', '.join(modes)}")
         _check(self.overlong_penalty >= 0, "shaping.overlong_penalty", "must be >= 0")

@@ -185,14 +185,15 @@ def rl_step(state: TrainState) -> dict[str, float]:
 
 
 def shape(groups: list[Group], cfg: ShapingConfig, cap: int, step_in_stage: int) -> None:
-    """Reward shaping (overlong rule, cyclic cosine length penalty) of each group's rewards;
-    the task rewards stay in ``Group.rewards`` for the metrics."""
+    """Reward shaping (format credit, overlong rule, cyclic cosine length penalty) of each
+    group's rewards; the task rewards stay in ``Group.rewards`` for the metrics."""
     for g in groups:
         shaped, g.shaping = rl.shape_rewards(
             torch.tensor(g.rewards),
             torch.tensor([len(s.token_ids) for s in g.samples]),
             torch.tensor([s.finish_reason == "length" for s in g.samples]),
             cfg, cap, step_in_stage,
+            formatted=torch.tensor([sc.formatted is True for sc in g.scores]),
         )  # fmt: skip
         g.shaped = shaped.tolist()
 
@@ -210,13 +211,11 @@ def update_policy(state: TrainState, groups: list[Group], advantages: torch.Tens
         for g in groups
         for s, sc in zip(g.samples, g.scores, strict=True)
     ]
-    # Mini-batches are contiguous runs of micro-batches; the loss of each is normalised by
-    # the mini-batch's own token (or sequence) count so accumulation equals one big batch.
+    # Exactly algo.mini_batches optimizer steps, each a contiguous run of sequences cut into
+    # micro-batches; the loss of each is normalised by the mini-batch's own token (or
+    # sequence) count so accumulation equals one big batch.
     mbs = algo.micro_batch_size
-    per_mini = max(1, -(-len(seqs) // mbs) // algo.mini_batches) * mbs  # sequences
-    mini_seqs = [
-        list(range(i, min(i + per_mini, len(seqs)))) for i in range(0, len(seqs), per_mini)
-    ]
+    mini_seqs = rl.plan_minibatches(len(seqs), algo.mini_batches)
     micro: list[list[int]] = []  # this process's micro-batches (sequence indices)
     weight: list[float] = []  # 0 for a rank's padding micro-batch (DDP needs equal counts)
     minis: list[list[int]] = []
@@ -360,6 +359,11 @@ def rollout_metrics(
               if not s.is_infra_error]  # fmt: skip
     m["train/reward_shaped"] = float(np.mean(shaped)) if shaped else 0.0
     n = max(1, sum(len(g.samples) for g in all_groups))
+    flags = [s.formatted for s in scores if s.formatted is not None]
+    if flags:  # tasks with an answer format: how often the answer came in it
+        m["train/format_rate"] = float(np.mean(flags))
+    # training-only reward added for answers in the task's format (shaping.format_reward)
+    m["train/format_credit"] = sum(g.shaping.get("format_credit", 0.0) for g in all_groups) / n
     m["shaping/overlong_frac"] = sum(g.shaping.get("overlong", 0.0) for g in all_groups) / n
     m["shaping/length_penalty_mean"] = (
         sum(g.shaping.get("length_penalty", 0.0) for g in all_groups) / n
@@ -570,13 +574,30 @@ def _set_lr(state: TrainState, lr: float) -> None:
 
 
 def _eval_line(when: str, metrics: dict[str, float]) -> str:
-    value = metrics.get("eval/reward")
-    parts = [
-        f"{k[len('eval/') : -len('/pass@1')]} {v:.3f}"
-        for k, v in sorted(metrics.items())
-        if k.endswith("/pass@1")
-    ]
-    head = f"validation {when}: reward {value:.3f}" if value is not None else f"validation {when}"
+    """``validation after training: success 0.250 (floor 0.000, gain +0.250; mean reward
+    0.300)  rg/chain_sum 0.312 [floor 0.000], ...``: every number is a success rate except
+    the one named mean reward."""
+    tasks = sorted(k[len("eval/") : -len("/pass@1")] for k in metrics if k.endswith("/pass@1"))
+    tasks = [t for t in tasks if t]  # not the overall eval/pass@1
+    head = f"validation {when}"
+    if "eval/pass@1" in metrics:
+        extra = (
+            [f"floor {metrics['eval/floor']:.3f}", f"gain {metrics['eval/gain']:+.3f}"]
+            if ("eval/floor" in metrics)
+            else []
+        )
+        if "eval/mean_reward" in metrics:
+            extra.append(f"mean reward {metrics['eval/mean_reward']:.3f}")
+        head += f": success {metrics['eval/pass@1']:.3f}" + (
+            f" ({', '.join(extra)})" if extra else ""
+        )
+    parts = []
+    for t in tasks:
+        floor = metrics.get(f"eval/{t}/floor")
+        parts.append(
+            f"{t} {metrics[f'eval/{t}/pass@1']:.3f}"
+            + (f" [floor {floor:.3f}]" if floor is not None else "")
+        )
     return head + (f"  ({', '.join(parts)})" if parts else "")
 
 

@@ -16,7 +16,14 @@ from prorl.rl.entropy import chunked_entropy, entropy_from_logits, selective_log
 from prorl.rl.filtering import DynamicBatch, informative_groups, is_informative
 from prorl.rl.kl import KL_ESTIMATORS, kl_penalty
 from prorl.rl.losses import AGG_MODES, aggregate, masked_mean, policy_loss, truncated_is_weights
-from prorl.rl.shaping import cosine_eta, length_penalty_on, overlong_rewards, shape_rewards
+from prorl.rl.minibatch import plan_minibatches
+from prorl.rl.shaping import (
+    cosine_eta,
+    format_credit,
+    length_penalty_on,
+    overlong_rewards,
+    shape_rewards,
+)
 
 __all__ = [
     "ADVANTAGES",
@@ -40,5 +47,7 @@ __all__ = [
     "reinforce_pp_baseline_advantages",
     "selective_log_softmax",
     "shape_rewards",
+    "plan_minibatches",
+    "format_credit",
     "truncated_is_weights",
 ]

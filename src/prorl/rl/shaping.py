@@ -1,9 +1,14 @@
-"""Reward shaping for long runs: overlong handling and ProRL v2's cyclic cosine length penalty.
+"""Reward shaping (training only): format credit, overlong handling and ProRL v2's cyclic
+cosine length penalty.
 
 Both act on the task rewards of one batch of samples before dynamic-sampling filtering and
 advantages, so a group whose task rewards are all equal can become informative (and the
 reverse). Choices the papers leave open are listed in ``docs/prolonged-runs.md``.
 
+- **Format credit** (``format_reward``): a sample whose answer was given in the task's
+  format (``Score.formatted``) but scored below the credit is raised to it: a bootstrap for
+  models that rarely use the format, so early groups carry signal. It is never part of a
+  task's score: validation and evaluation see correctness alone.
 - **Overlong** (ProRL v1 runs 4-5): a response that hit the length cap without stopping
   (finish reason ``length``) gets reward 0 (``zero``) or ``-overlong_penalty``
   (``penalty``), whatever its answer scored; ``none`` leaves it alone.
@@ -33,6 +38,13 @@ def overlong_rewards(
     return torch.where(truncated, torch.full_like(rewards, value), rewards)
 
 
+def format_credit(rewards: torch.Tensor, formatted: torch.Tensor, credit: float) -> torch.Tensor:
+    """Rewards [N] with every formatted sample (bool [N]) raised to at least ``credit``."""
+    if credit <= 0:
+        return rewards
+    return torch.where(formatted, rewards.clamp(min=credit), rewards)
+
+
 def cosine_eta(lengths: torch.Tensor, cap: int, eta_min: float, eta_max: float) -> torch.Tensor:
     """eta(t) per sample: eta_max at length 0 falling along a half cosine to eta_min at the
     cap (lengths beyond the cap count as the cap)."""
@@ -56,13 +68,20 @@ def shape_rewards(
     cfg: ShapingConfig,
     cap: int,
     step: int,
+    formatted: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Shaped rewards [N] from task rewards [N], response lengths [N] (tokens) and the
-    truncation flags [N]; ``step`` counts from the stage start (for the on/off cycle).
+    """Shaped rewards [N] from task rewards [N], response lengths [N] (tokens), the
+    truncation flags [N] and the format flags [N] (None: no sample formatted); ``step``
+    counts from the stage start (for the on/off cycle). Format credit comes first, so the
+    overlong rule still zeroes a truncated response.
 
-    Stats: ``overlong`` (samples the overlong rule changed), ``length_penalty`` (the sum of
-    ``lambda * eta`` added), ``on`` (1.0 when the length penalty was applied)."""
-    shaped = overlong_rewards(rewards.float(), truncated, cfg.overlong, cfg.overlong_penalty)
+    Stats: ``format_credit`` (the sum of reward the format credit added), ``overlong``
+    (samples the overlong rule changed), ``length_penalty`` (the sum of ``lambda * eta``
+    added), ``on`` (1.0 when the length penalty was applied)."""
+    task = rewards.float()
+    fmt = formatted if formatted is not None else torch.zeros_like(truncated)
+    credited = format_credit(task, fmt, cfg.format_reward)
+    shaped = overlong_rewards(credited, truncated, cfg.overlong, cfg.overlong_penalty)
     changed = truncated if cfg.overlong != "none" else torch.zeros_like(truncated)
     on = cfg.length_penalty > 0 and length_penalty_on(
         step, cfg.length_penalty_on_steps, cfg.length_penalty_off_steps
@@ -73,6 +92,7 @@ def shape_rewards(
             lengths, cap, cfg.length_eta_min, cfg.length_eta_max
         )
     stats = {
+        "format_credit": float((credited - task).sum()),
         "overlong": float(changed.sum()),
         "length_penalty": float(added.sum()),
         "on": float(on),
