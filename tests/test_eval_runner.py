@@ -24,6 +24,7 @@ from prorl.evaluate.runner import (
 from prorl.sampling.base import derive_seed
 from prorl.tasks import register_task
 from prorl.tasks.base import UnknownTaskError
+from prorl.tasks.selfcheck import TRIVIAL
 from prorl.types import Example, Sample, SamplingParams
 
 
@@ -44,6 +45,12 @@ class _FakeTask:
 
     def score(self, response: str, example: Example) -> float:
         return 1.0 if response == example.answer else 0.0
+
+    def format_answer(self, content: str) -> str:
+        return content
+
+    def reference_response(self, example: Example) -> str | None:
+        return example.answer
 
 
 register_task("evaltest/fake", domain="logic")(lambda: _FakeTask())
@@ -100,7 +107,7 @@ def test_stores_every_sample_with_its_reward(tmp_path: Path) -> None:
     assert [r["index"] for r in rows] == list(range(6))
     assert all(len(r["samples"]) == 8 for r in rows)
     s = rows[0]["samples"][0]
-    assert set(s) == {"text", "num_tokens", "finish_reason", "reward", "reason"}
+    assert set(s) == {"text", "num_tokens", "finish_reason", "reward", "reason", "formatted"}
     assert s["num_tokens"] == 2 and s["reward"] == (1.0 if s["text"] == "yes" else 0.0)
     man = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert man["models"] == [{"label": "base", "spec": "fake-model"}]
@@ -249,12 +256,19 @@ def test_evaluate_checkpoint_for_training_returns_metrics(tmp_path: Path) -> Non
             "eval/evaltest/fake/pass@1",
             "eval/evaltest/fake/pass@2",
             "eval/evaltest/fake/pass@4",
+            "eval/evaltest/fake/mean_reward",
+            "eval/evaltest/fake/floor",
         }
         rows = store.read_rows(
             store.results_path(run_eval_dir, f"step_{step:06d}", "evaltest/fake")
         )
         rewards = [s["reward"] for r in rows for s in r["samples"]]
+        # binary rewards: the success rate and the mean reward agree
         assert m["eval/evaltest/fake/pass@1"] == pytest.approx(sum(rewards) / len(rewards))
+        assert m["eval/evaltest/fake/mean_reward"] == pytest.approx(sum(rewards) / len(rewards))
+        # the null floor: every row scored the four trivial responses (all 0 here)
+        assert [r["floor"] for r in rows] == [dict.fromkeys(TRIVIAL, 0.0)] * len(rows)
+        assert m["eval/evaltest/fake/floor"] == 0.0
     html, _ = write_report(tmp_path / "run", n_boot=20)
     assert "step_000100" in html.read_text()
 
@@ -309,3 +323,27 @@ def test_model_files_copy_a_view_of_what_is_done(tmp_path: Path) -> None:
     assert store.read_model_files(main, "step_000002") == {}
     store.write_model_files(scratch, "step_000002", {})
     assert not (scratch / store.RESULTS / "step_000002").exists()
+
+
+class _LeakyTask(_FakeTask):
+    """Scores the empty response as correct: the self-check must catch it."""
+
+    def score(self, response: str, example: Example) -> float:
+        return 1.0 if response in ("", example.answer) else 0.0
+
+
+register_task("evaltest/leaky", domain="logic")(lambda: _LeakyTask("evaltest/leaky"))
+
+
+def test_eval_self_check_refuses_or_excludes_a_leaky_task(tmp_path: Path) -> None:
+    settings = EvalSettings(n=2, problems=2, chunk=2)
+    args = dict(loader=lambda s: (_FakeSampler(), None, _encode), scorer=default_scorer)
+    with pytest.raises(ValueError, match=r"evaltest/leaky: the empty response scores 1"):
+        run_evaluation(["m"], ["evaltest/fake", "evaltest/leaky"], tmp_path / "a", settings,
+                       log=None, **args)  # fmt: skip
+    assert not (tmp_path / "a").exists()  # refused before anything was written
+    said: list[str] = []
+    new = run_evaluation(["m"], ["evaltest/fake", "evaltest/leaky"], tmp_path / "b", settings,
+                         log=said.append, self_check="exclude", **args)  # fmt: skip
+    assert new == {"m": 2} and any("leaving out evaltest/leaky" in line for line in said)
+    assert [t["name"] for t in store.read_manifest(tmp_path / "b")["tasks"]] == ["evaltest/fake"]

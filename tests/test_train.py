@@ -32,15 +32,20 @@ def _train(tmp_path, *overrides):
     return final, read_jsonl(tmp_path / "run" / "metrics.jsonl")
 
 
-def test_rl_raises_reward_on_toy_task(tmp_path):
-    final, rows = _train(tmp_path, "steps=12", "optim.lr=1e-2", "algo.kl_coef=1e-3")
+def test_rl_raises_success_rate_on_toy_task(tmp_path):
+    # 3-token responses: success (reward 1) means every token even, 1 in 8 for a random model
+    final, rows = _train(
+        tmp_path, "steps=12", "optim.lr=1e-2", "algo.kl_coef=1e-3", "rollout.max_new_tokens=3"
+    )
     steps = [r for r in rows if "train/reward" in r]
     assert [r["step"] for r in steps] == list(range(1, 13))
     early = sum(r["train/reward"] for r in steps[:3]) / 3
     late = sum(r["train/reward"] for r in steps[-3:]) / 3
     # A random model scores ~0.5; a working policy gradient pushes mass to even token ids.
     assert late > early + 0.08, (early, late)
-    assert final["eval/reward"] > rows[0]["eval/reward"] + 0.05
+    # held-out success rate (not mean reward) rose, and clearly above the null floor
+    assert final["eval/pass@1"] > rows[0]["eval/pass@1"] + 0.2, (rows[0], final)
+    assert final["eval/gain"] > 0.2
     # The policy moved away from the reference, and the KL term measured it.
     assert steps[0]["policy/kl"] == pytest.approx(0.0, abs=1e-6)
     assert steps[-1]["policy/kl"] > 1e-4
@@ -88,12 +93,13 @@ def test_cli_debug_preset_end_to_end(tmp_path):
     proc = _cli("train", "--preset", "debug", "--run-dir", str(run))
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = read_jsonl(run / "metrics.jsonl")
-    assert rows[0]["step"] == 0 and "eval/reward" in rows[0]
+    assert rows[0]["step"] == 0 and "eval/pass@1" in rows[0] and "eval/floor" in rows[0]
     assert rows[-1]["step"] == 3
     assert "train/reward/toy-even" in rows[-1] and "train/reward/rg/leg_counting" in rows[-1]
     assert (run / "config.yaml").is_file()
     assert "validation before training" in proc.stdout
-    assert "validation after training" in proc.stdout
+    assert "validation after training: success" in proc.stdout
+    assert "floor" in proc.stdout and "final validation success rate" in proc.stdout
 
 
 @pytest.mark.parametrize(

@@ -64,10 +64,55 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     except KeyboardInterrupt:
         return _error("interrupted", 130)
-    reward = final.get("eval/reward")
-    if reward is not None and os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 reports
-        print(f"final validation reward {reward:.3f}; run in {cfg.run_dir}")
+    if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 reports
+        print(final_line(cfg.run_dir, final))
     return 0
+
+
+def final_line(run_dir: str, final: dict[str, float]) -> str:
+    """The last word of ``prorl train``: held-out success before and after with paired
+    bootstrap intervals, the gain over the null floor (trivial responses on the same
+    problems) and, for numeric tasks, whether training beat what the base model already got
+    right when its last number is read as the answer (more than format learning)."""
+    from pathlib import Path
+
+    from prorl.evaluate.analysis import load_results
+    from prorl.evaluate.change import paired_change
+
+    after = final.get("eval/pass@1")
+    if after is None:
+        return f"run in {run_dir} (no validation)"
+    lines = [f"final validation success rate {after:.3f}"]
+    try:
+        res = load_results(Path(run_dir) / "eval")
+    except ValueError:
+        res = None
+    base = "step_000000"
+    if res is not None and base in res.models and res.models[-1] != base:
+        last = res.models[-1]
+        change = paired_change(res, base, last)
+        if change is not None:
+            lines = [
+                f"held-out success rate (pass@1; {change.problems} problems of "
+                f"{len(change.tasks)} tasks; 95 % paired bootstrap intervals): "
+                f"{change.before.text()} -> {change.after.text()}, "
+                f"change {change.delta.text(signed=True)}"
+            ]
+        lenient = paired_change(res, base, last, before_measure="lenient")
+        if lenient is not None:
+            lines.append(
+                f"base's lenient success (its last number read as the answer) "
+                f"{lenient.before.text()} on {len(lenient.tasks)} numeric tasks: the trained "
+                f"model's success minus it {lenient.delta.text(signed=True)} "
+                "(above 0: more than format learning)"
+            )
+    if "eval/floor" in final:
+        lines.append(
+            f"null floor (best trivial response) {final['eval/floor']:.3f}; "
+            f"gain over it {final['eval/gain']:+.3f}"
+        )
+    lines.append(f"run in {run_dir}; per-task tables: prorl report {run_dir}")
+    return "\n".join(lines)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -82,6 +127,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
+    if args.check is not None:
+        return cmd_check(args)
     from rich.console import Console
     from rich.table import Table
 
@@ -98,6 +145,36 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         for name in available_datasets():
             print(f"rg/{name}" + ("  (held-out OOD set)" if name in OOD_TASKS else ""))
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """``prorl tasks --check [TASK ...]``: a verdict line per task; exit 1 when any fails."""
+    from prorl.config import ConfigError, load_config
+    from prorl.stages import all_tasks
+    from prorl.tasks import get_task
+    from prorl.tasks.selfcheck import CheckResult, check_task, default_check_names
+
+    if args.problems < 1:
+        return _error(f"--problems must be >= 1, got {args.problems}")
+    try:
+        if args.preset:  # the preset's tasks with their settings
+            cfg = load_config(args.preset)
+            specs = [*all_tasks(cfg), *cfg.data.val_tasks]
+            named = {s.name: s.settings for s in specs}
+        else:
+            named = {name: {} for name in (args.check or default_check_names())}
+    except ConfigError as e:
+        return _error(str(e))
+    failed = 0
+    for name, settings in named.items():
+        try:
+            result = check_task(get_task(name, **settings), args.problems)
+        except ValueError as e:  # unknown task, bad settings, a dataset refused
+            result = CheckResult(name, 0, 0, error=str(e))
+        print(result.verdict(), flush=True)
+        failed += not result.ok
+    print(f"{len(named) - failed} of {len(named)} tasks passed the self-check")
+    return 1 if failed else 0
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
@@ -139,8 +216,23 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--step", type=int, help="checkpoint step (default: the newest)")
     exp.set_defaults(func=cmd_export)
 
-    tasks = sub.add_parser("tasks", help="list the registered tasks")
+    tasks = sub.add_parser(
+        "tasks",
+        help="list the registered tasks, or self-check them",
+        description="List the tasks. With --check, build problems of each task and check "
+        "that its reference answer scores 1 and that trivial responses (empty, format-only, "
+        "junk, the prompt echoed back) score 0; exit 1 when a task fails.",
+    )
     tasks.add_argument("--all-rg", action="store_true", help="also list every reasoning-gym task")
+    tasks.add_argument(
+        "--check",
+        nargs="*",
+        metavar="TASK",
+        help="self-check these tasks (default: every built-in task and a sample of "
+        "reasoning-gym tasks)",
+    )
+    tasks.add_argument("--preset", help="with --check: check this preset's tasks and settings")
+    tasks.add_argument("--problems", type=int, default=20, help="problems per task (default 20)")
     tasks.set_defaults(func=cmd_tasks)
 
     presets = sub.add_parser("presets", help="list the configuration presets")

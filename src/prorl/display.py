@@ -60,6 +60,14 @@ class Display:
             stage = f" [{self._stage}]" if self._stage else ""
             print(f"step {step + 1}/{self.total}{stage}  {line}", flush=True)
 
+    def progress(self, text: str) -> None:
+        """Progress of work between steps (validation): beside the bar in a terminal, a plain
+        line otherwise."""
+        if self._progress is not None:
+            self._progress.update(self._task, info=escape(text))
+        else:
+            print(text, flush=True)
+
     def set_stage(self, label: str) -> None:
         """Name the current training stage next to the progress bar."""
         if self._progress is not None:

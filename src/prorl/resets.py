@@ -6,8 +6,8 @@ A ``ResetPolicy`` sees each step's metrics (``observe``) and answers with a ``Re
 - every N steps (``reset.every``);
 - validation plateau: the validation score has not improved on its best for ``patience``
   evaluations, or has fallen more than ``drop`` below it. The score is ``eval_metric``
-  (default ``eval/reward``) or, when ``eval_blend`` is set, the weighted mean of those keys
-  (e.g. ``{eval/math/pass@1: 2, eval/code/pass@1: 1}``). The trace restarts after a reset;
+  (default ``eval/pass@1``, the success rate) or, when ``eval_blend`` is set, the
+  weighted mean of those keys (e.g. ``{eval/math/pass@1: 2, eval/code/pass@1: 1}``). The trace restarts after a reset;
 - KL: ``policy/kl`` above ``kl_max``, or the KL term's share of the loss
   (``kl_coef * kl / (|loss/pg| + kl_coef * kl)``) above ``kl_share_max``;
 - entropy: ``policy/entropy`` below ``entropy_min``.

@@ -4,9 +4,11 @@ task mixture, validation, sinks. Everything here is wiring; the maths lives in `
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import signal
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -47,6 +49,43 @@ def build_tasks(specs: Sequence[TaskSpec]) -> dict[str, Task]:
         except ValueError as e:
             raise ConfigError(f"data.tasks: {e}") from e
     return tasks
+
+
+def self_checked(cfg: Config) -> Config:
+    """Run every training and validation task's self-check (``data.self_check``); return
+    ``cfg`` itself, or without the failing tasks under ``exclude``. A failure under
+    ``strict`` is a ConfigError naming the task and the failing case."""
+    from prorl.tasks.selfcheck import SelfCheckError, preflight
+
+    specs = all_tasks(cfg)
+    tasks = {**build_tasks(specs), **build_tasks(cfg.data.val_tasks)}
+    try:
+        failed = preflight(tasks, cfg.data.self_check, warn=lambda m: print(m, file=sys.stderr))
+    except SelfCheckError as e:
+        raise ConfigError(f"data.tasks: {e}") from None
+    return without_tasks(cfg, set(failed)) if failed else cfg
+
+
+def without_tasks(cfg: Config, names: set[str]) -> Config:
+    """``cfg`` with the tasks ``names`` removed from training, validation and every stage."""
+
+    def keep(specs: Sequence[TaskSpec]) -> tuple[TaskSpec, ...]:
+        return tuple(s for s in specs if s.name not in names)
+
+    def stage_keep(tasks: list[Any]) -> list[Any]:
+        return [t for t in tasks if (t if isinstance(t, str) else t.get("name")) not in names]
+
+    left = keep(cfg.data.tasks)
+    if not left:
+        raise ConfigError(f"data.tasks: every training task failed its self-check ({names})")
+    stages = tuple(
+        dataclasses.replace(st, data={**st.data, "tasks": stage_keep(st.data["tasks"])})
+        if "tasks" in st.data
+        else st
+        for st in cfg.stages
+    )
+    data = dataclasses.replace(cfg.data, tasks=left, val_tasks=keep(cfg.data.val_tasks))
+    return dataclasses.replace(cfg, data=data, stages=stages)
 
 
 def pool_target(spec: TaskSpec, task: Task) -> Any:
@@ -95,9 +134,11 @@ class RunScorer:
 
 
 def make_validate(
-    cfg: Config, run_dir: Path, scorer: Any, tasks: dict[str, Task], group: Any = None
+    cfg: Config, run_dir: Path, scorer: Any, tasks: dict[str, Task], group: Any = None,
+    progress: Any = None,
 ) -> Any:  # fmt: skip
     """Periodic validation through the same code as ``prorl eval`` (stored in RUN_DIR/eval).
+    ``progress`` (a callable taking a line) hears how far each task got.
 
     ``group`` (a learner group's ``Scale``): ranks > 0 write into a scratch directory, so a
     validation first copies there what rank 0 already stored for the step (a resumed first
@@ -135,17 +176,29 @@ def make_validate(
         try:  # a SIGINT/SIGTERM stops validation between chunks; the stored ones stay
             metrics = evaluate_checkpoint(
                 state.sampler, state.tokenizer, encode_prompts, tasks, run_dir / "eval",
-                label, settings, scorer.for_eval, spec=cfg.model.name,
-                log=None, should_stop=lambda: state.stop_requested,
+                label, settings, scorer.for_eval, spec=f"run {cfg.run_dir} at step {state.step}",
+                log=progress, should_stop=lambda: state.stop_requested,
             )  # fmt: skip
         except EvaluationStopped:
             return {}
-        pass1 = [v for k, v in metrics.items() if k.endswith("/pass@1")]
-        if pass1:
-            metrics["eval/reward"] = sum(pass1) / len(pass1)
-        return metrics
+        return {**metrics, **overall_metrics(metrics)}
 
     return validate
+
+
+def overall_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Macro averages over the validation tasks of the per-task ``eval/<task>/...`` metrics
+    in ``metrics``:
+    ``eval/pass@1`` (success rate), ``eval/mean_reward``, ``eval/floor`` (what the best
+    trivial response scores on the same problems) and ``eval/gain`` (pass@1 - floor)."""
+    out: dict[str, float] = {}
+    for name in ("pass@1", "mean_reward", "floor"):
+        values = [v for k, v in metrics.items() if k.endswith("/" + name)]
+        if values:
+            out[f"eval/{name}"] = sum(values) / len(values)
+    if "eval/pass@1" in out and "eval/floor" in out:
+        out["eval/gain"] = out["eval/pass@1"] - out["eval/floor"]
+    return out
 
 
 def prepare_run_dir(run_dir: Path) -> Path | None:
@@ -199,6 +252,7 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
         import_vllm()
     if cfg.model.compile:
         require_compiler()
+    cfg = self_checked(cfg)  # before the model loads: a task a trivial answer can pass
     train_specs = all_tasks(cfg)  # every stage's; the loop sets each stage's weights
     train_tasks = build_tasks(train_specs)
     val_specs = cfg.data.val_tasks or train_specs
@@ -268,7 +322,9 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
                     f"{len(placed['learner'])} learner ranks on {placed['nodes']} node(s)"
                 )
             group = scale if scale.world > 1 else None
-            validate = make_validate(cfg, own_dir, state.scorer, val_tasks, group)
+            validate = make_validate(
+                cfg, own_dir, state.scorer, val_tasks, group, progress=display.progress
+            )
             try:
                 with stop_on_signals(state, display), scale.learner_failures(writer, state):
                     final = train_loop(state, writer, display, validate)

@@ -50,9 +50,16 @@ REASONS = (
 
 @dataclass(frozen=True)
 class Score:
+    """A verifier's verdict. ``reward`` is correctness alone (1 = correct; a fraction only
+    where it means "partly correct", such as the share of tests or constraints met).
+    ``formatted``: whether the response gave an answer in the task's expected format
+    (True/False), None where the task has no answer format (e.g. instruction following).
+    Training may add format credit on top (``shaping.format_reward``); a score never does."""
+
     reward: float
     reason: str = "ok"
     details: Mapping[str, Any] = field(default_factory=dict)
+    formatted: bool | None = None
 
     @property
     def is_infra_error(self) -> bool:

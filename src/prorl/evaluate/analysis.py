@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from prorl.evaluate import store
+from prorl.evaluate.lenient import lenient_correct
 from prorl.evaluate.passk import DEFAULT_THRESHOLD, default_ks, pass_at_k_matrix, successes
 
 FloatArray = npt.NDArray[np.float64]
@@ -63,6 +64,13 @@ class TaskResult:
     floor_rewards: FloatArray | None = None
     # [P, n] 1.0 answered in the task's format, 0.0 not, NaN unknown (null or absent)
     formatted: FloatArray | None = None
+    # [P, n] 1.0 when the response's last number is the reference (``lenient``); None when
+    # some reference is not a number
+    lenient: FloatArray | None = None
+
+    def lenient_rate(self) -> float | None:
+        """Success rate under lenient extraction (the last number in the response)."""
+        return None if self.lenient is None else float(self.lenient.mean())
 
     def format_rate(self) -> float | None:
         """Share of samples in the task's format among those where it is known; else None."""
@@ -186,7 +194,16 @@ def _task_result(model: str, task: str, domain: str, rows: list[dict[str, Any]])
         trunc.astype(bool),
         floors,
         formatted,
+        _lenient(rows),
     )
+
+
+def _lenient(rows: list[dict[str, Any]]) -> FloatArray | None:
+    marks = [[lenient_correct(s["text"], str(r.get("answer", ""))) for s in r["samples"]]
+             for r in rows]  # fmt: skip
+    if not rows or any(m is None for row in marks for m in row):
+        return None
+    return np.array(marks, dtype=np.float64)
 
 
 def _floor_of(row: dict[str, Any]) -> dict[str, Any]:
@@ -441,7 +458,8 @@ def summary_metrics(analysis: Analysis, model: str) -> dict[str, float]:
 
     ``eval/<task>/pass@1`` (success rate), ``eval/<task>/pass@<k>`` for every k > 1,
     ``eval/<task>/mean_reward``, and where known ``eval/<task>/floor`` (the best trivial
-    policy's success rate) and ``eval/<task>/format_rate``."""
+    policy's success rate), ``eval/<task>/format_rate`` and ``eval/<task>/lenient_pass@1``
+    (success when the response's last number is read as its answer; numeric tasks only)."""
     out: dict[str, float] = {}
     for (m, task), curve in analysis.task_curves.items():
         if m != model:
@@ -455,4 +473,6 @@ def summary_metrics(analysis: Analysis, model: str) -> dict[str, float]:
             out[f"eval/{task}/floor"] = floor.value
         if (rate := analysis.results.data[(m, task)].format_rate()) is not None:
             out[f"eval/{task}/format_rate"] = rate
+        if (lenient := analysis.results.data[(m, task)].lenient_rate()) is not None:
+            out[f"eval/{task}/lenient_pass@1"] = lenient
     return out

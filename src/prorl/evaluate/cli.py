@@ -83,6 +83,14 @@ def add_parsers(subparsers: Any) -> None:
         help="where the HF sampler runs: auto (default: the first GPU if any, else the CPU), "
         "cpu, cuda or cuda:N",
     )
+    ev.add_argument(
+        "--self-check",
+        choices=("strict", "exclude", "skip"),
+        default="strict",
+        help="before any model loads, check that each task scores its reference 1 and "
+        "trivial responses 0: strict (default) stops on a failing task, exclude leaves it "
+        "out with a warning, skip checks nothing",
+    )
     ev.add_argument("--report", action="store_true", help="also write the report when done")
     ev.set_defaults(func=run_eval)
 
@@ -146,6 +154,7 @@ def run_eval(args: argparse.Namespace) -> int:
             sampler=args.sampler,
             device=args.device,
             verify_timeout_s=args.verify_timeout,
+            self_check=args.self_check,
         )
     except ValueError as e:  # includes UnknownTaskError and ModelLoadError
         return _error("eval", str(e))

@@ -119,6 +119,7 @@ def _results_rows(a: Analysis) -> list[list[str]]:
                     _ci(float(c.passk[-1]), float(c.lo[-1]), float(c.hi[-1])),
                     _floor_cell(a.floors.get((m, task))),
                     _opt_pct(tr.format_rate()),
+                    _opt_pct(tr.lenient_rate()),
                     f"{tr.num_tokens.mean():.0f}",
                     _pct(float(tr.truncated.mean())),
                 ]
@@ -144,7 +145,9 @@ def _settings(a: Analysis) -> list[str]:
         "of four trivial responses (empty, format-only, junk, echo) on the same problems, "
         "'-' where the results predate it; a score at or near it shows nothing learnt. "
         "formatted % = share of samples answering in the task's format ('-' where the task "
-        "has none or the results predate it).",
+        "has none or the results predate it). lenient = the success rate when the last "
+        "number anywhere in the response is read as the answer (numeric answers only): a "
+        "strict pass@1 that rises only up to the base's lenient rate may be format learning.",
         f"Intervals: 95 % percentile bootstrap over problems. Regimes use pass@1 (success) "
         f"and tolerance {a.tolerance:g} (see docs/evaluation.md).",
     ]
@@ -166,7 +169,8 @@ def build(a: Analysis) -> _Doc:
 
     doc.heading("Results per task (%, 95 % CI)")
     headers = ["task", "domain", "model", "problems", "pass@1", "mean reward", f"pass@{kmax}"]
-    doc.table([*headers, "floor", "formatted %", "mean tokens", "truncated %"], _results_rows(a))
+    tail = ["floor", "formatted %", "lenient", "mean tokens", "truncated %"]
+    doc.table([*headers, *tail], _results_rows(a))
     _floors(doc, a)
     doc.heading("pass@k curves per task (%)")
     rows = [

@@ -22,12 +22,16 @@ from prorl.evaluate import store
 from prorl.evaluate.passk import DEFAULT_THRESHOLD, default_ks
 from prorl.sampling.base import derive_seed  # pure hashing, no torch
 from prorl.tasks import Task, get_task
+from prorl.tasks.selfcheck import floor_rewards, preflight
 from prorl.types import Example, SamplingParams, Score
 from prorl.verify.registry import as_score
 
 # Texts of a problem's n samples -> their scores. The default scores in-process with the
 # task's verifier; pass a pool-backed scorer to enforce timeouts.
 Scorer = Callable[[Task, Example, Sequence[str]], list[Score]]
+# Where progress lines go: a stream (stderr for `prorl eval`), a callable (training's
+# display) or nowhere.
+Log = TextIO | Callable[[str], None] | None
 DEFAULT_PROBLEMS = 100  # for unbounded (procedural) splits
 
 
@@ -184,7 +188,7 @@ def evaluate_task(
     label: str,
     settings: EvalSettings,
     scorer: Scorer = default_scorer,
-    log: TextIO | None = sys.stderr,
+    log: Log = sys.stderr,
     should_stop: Callable[[], bool] | None = None,
 ) -> int:
     """Generate and store the missing problems of one (model, task); return how many were new.
@@ -203,24 +207,38 @@ def evaluate_task(
         examples = [task.example(i, settings.split) for i in idx]
         seeds = [derive_seed(settings.seed, task.name, settings.split, i) for i in idx]
         groups = sampler.generate(encode(tokenizer, examples), settings.n, settings.params, seeds)
-        rows = [
-            _row(i, ex, samples, scorer(task, ex, [s.text for s in samples]))
+        rows = [  # with the null floor: trivial responses scored the same way, same problem
+            _row(
+                i,
+                ex,
+                samples,
+                scorer(task, ex, [s.text for s in samples]),
+                floor_rewards(task, ex, scorer),
+            )  # fmt: skip
             for i, ex, samples in zip(idx, examples, groups, strict=True)
         ]
         store.append_rows(path, rows)
-        if log is not None:
-            finished = len(done) + start + len(idx)
-            print(
-                f"[{label}] {task.name}: {finished}/{total} problems "
-                f"({time.monotonic() - t0:.0f} s)",
-                file=log,
-                flush=True,
-            )
+        finished = len(done) + start + len(idx)
+        _say(log, f"[{label}] {task.name}: {finished}/{total} problems "
+                  f"({time.monotonic() - t0:.0f} s)")  # fmt: skip
     return len(todo)
 
 
+def _say(log: Log, text: str) -> None:
+    if log is None:
+        return
+    if callable(log):
+        log(text)
+    else:
+        print(text, file=log, flush=True)
+
+
 def _row(
-    index: int, ex: Example, samples: Sequence[Any], scores: Sequence[Score]
+    index: int,
+    ex: Example,
+    samples: Sequence[Any],
+    scores: Sequence[Score],
+    floor: dict[str, float],
 ) -> dict[str, Any]:
     return {
         "index": index,
@@ -228,6 +246,7 @@ def _row(
         "task": ex.task,
         "question": ex.question,
         "answer": ex.answer,
+        "floor": floor,  # reward of each trivial response (prorl.tasks.selfcheck.TRIVIAL)
         "samples": [
             {
                 "text": s.text,
@@ -235,6 +254,7 @@ def _row(
                 "finish_reason": s.finish_reason,
                 "reward": sc.reward,
                 "reason": sc.reason,
+                "formatted": sc.formatted,
             }
             for s, sc in zip(samples, scores, strict=True)
         ],
@@ -297,15 +317,23 @@ def run_evaluation(
     scorer: Scorer | None = None,
     verify_timeout_s: float = 10.0,
     loader: Callable[[str], tuple[Any, Any, Any]] | None = None,
-    log: TextIO | None = sys.stderr,
+    log: Log = sys.stderr,
+    self_check: str = "strict",
 ) -> dict[str, int]:
     """Evaluate every model on every task into ``out``; return new problems per model label.
 
-    Validation (tasks, settings, model specs) happens before anything is generated.
-    Without a ``scorer``, responses are scored in a ``VerifierPool`` with hard deadlines.
+    Validation (tasks and their self-check, settings, model specs) happens before anything
+    is generated. Without a ``scorer``, responses are scored in a ``VerifierPool`` with hard
+    deadlines. ``self_check``: strict (a task that trivial responses can pass is an error),
+    exclude (leave it out, with a warning) or skip.
     """
     out = Path(out)
     tasks = resolve_tasks(task_names)
+    dropped = preflight(tasks, self_check, warn=lambda m: _say(log, m),
+                        exclude_hint="--self-check exclude")  # fmt: skip
+    tasks = {name: t for name, t in tasks.items() if name not in dropped}
+    if not tasks:
+        raise ValueError("every task failed its self-check; nothing to evaluate")
     labelled = [parse_model_spec(m) for m in models]
     if len({lab for lab, _ in labelled}) != len(labelled):
         raise ValueError("two --model arguments share a label; name them with LABEL=PATH")
@@ -355,7 +383,7 @@ def evaluate_checkpoint(
     scorer: Scorer = default_scorer,
     *,
     spec: str | None = None,
-    log: TextIO | None = None,
+    log: Log = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, float]:
     """Training's periodic evaluation: store a live policy's samples under ``out`` (e.g.

@@ -30,7 +30,18 @@ class Task(Protocol):
         ...
 
     def score(self, response: str, example: Example) -> float | Score:
-        """Reward in [0, 1]. Never raises on model output."""
+        """Correctness in [0, 1] (never format credit). Never raises on model output."""
+        ...
+
+    def format_answer(self, content: str) -> str:
+        """``content`` written the way the task asks for its final answer (for example
+        ``<answer>content</answer>`` or ``\\boxed{content}``); ``content`` itself where the
+        task has no answer format. The self-check and the null floor wrap answers with it."""
+        ...
+
+    def reference_response(self, example: Example) -> str | None:
+        """A response that gives the reference answer in the task's format, so it must score
+        1; None where the task has no single reference (e.g. instruction following)."""
         ...
 
 

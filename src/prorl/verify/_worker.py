@@ -184,9 +184,9 @@ def serve(conn: Connection, imports: Sequence[str], memory_limit_mb: int | None)
         _arm_cpu_limit(cpu_budget_s)
         s = score_one(scorer, response, example, cache)
         try:
-            conn.send(("result", tag, s.reward, s.reason, dict(s.details)))
+            conn.send(("result", tag, s.reward, s.reason, dict(s.details), s.formatted))
         except (pickle.PicklingError, TypeError, AttributeError):
-            conn.send(("result", tag, s.reward, s.reason, {"details": "unpicklable"}))
+            conn.send(("result", tag, s.reward, s.reason, {"details": "unpicklable"}, s.formatted))
 
 
 # A fresh interpreter runs this (see ``worker_command``): not multiprocessing, whose spawn and

@@ -217,9 +217,9 @@ class _BatchRun:
         if msg[0] == "ready":
             w.ready = True
         elif msg[0] == "result":
-            (batch_no, i), reward, reason, details = msg[1:]
+            (batch_no, i), reward, reason, details, formatted = msg[1:]
             if batch_no == self.batch_no and i == w.item:
-                self.results[i] = Score(reward, reason, details)
+                self.results[i] = Score(reward, reason, details, formatted)
                 w.item = None
         elif msg[0] == "boot_error":
             self.boot_error = str(msg[1])

@@ -53,6 +53,7 @@ def list_verifiers() -> list[str]:
 def as_score(result: float | Score) -> Score:
     """Normalise a verifier's return value; clamps to [0, 1]."""
     if isinstance(result, Score):
-        return Score(min(1.0, max(0.0, float(result.reward))), result.reason, result.details)
+        reward = min(1.0, max(0.0, float(result.reward)))
+        return Score(reward, result.reason, result.details, result.formatted)
     r = min(1.0, max(0.0, float(result)))
     return Score(r, "ok" if r >= 1.0 else "wrong")

@@ -1,0 +1,36 @@
+"""Lenient extraction: is the last number anywhere in a response the reference answer?
+
+A task's score reads the answer where the task asked for it (``<answer>`` tags, ``\\boxed{}``).
+A model that has not learned that format scores 0 whatever it knows, so a rise in the
+strict success rate can be format learning alone. Reading the last number of the response
+instead (for references that are numbers) measures the arithmetic without the format: if
+training raised the strict score above what the base already got right under this lenient
+reading, the model learned more than the format. It is a report, never a reward.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+# integers, decimals and fractions, with optional thousands separators: -12, 3.5, 1,024, 7/2
+_NUMBER = re.compile(r"(?<![\w.])-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:/\d+)?")
+
+
+def as_number(text: str) -> Fraction | None:
+    """``text`` as an exact number, or None when it is not one (``"7/2"`` -> 7/2)."""
+    try:
+        value = Fraction(text.strip().replace(",", ""))
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value
+
+
+def lenient_correct(response: str, reference: str) -> bool | None:
+    """Whether the last number in ``response`` (after any ``</think>``) equals the numeric
+    ``reference``; None when the reference is not a number (lenient reading undefined)."""
+    ref = as_number(reference)
+    if ref is None:
+        return None
+    found = _NUMBER.findall(response.rsplit("</think>", 1)[-1])
+    return bool(found) and as_number(found[-1]) == ref
