@@ -114,7 +114,7 @@ def test_resume_from_step_0_logs_step_0_once(tmp_path):
 
     run = tmp_path / "run"
     run.mkdir()
-    append_jsonl(run / "metrics.jsonl", {"step": 0, "eval/reward": 0.1})
+    append_jsonl(run / "metrics.jsonl", {"step": 0, "eval/pass@1": 0.1})
     append_jsonl(run / "events.jsonl", {"step": 0, "event": "checkpoint"})
     chunk = run / "eval" / "results" / "step_000000" / "toy-even.jsonl"
     chunk.parent.mkdir(parents=True)

@@ -12,7 +12,7 @@ from prorl.runtime import run_training
 
 HEALTHY = [  # a run that learns: KL small, entropy stable, validation improving
     {"policy/kl": 0.001 * i, "loss/pg": 0.1, "policy/entropy": 2.0 - 0.01 * i}
-    | ({"eval/reward": 0.2 + 0.05 * i} if i % 2 == 0 else {})
+    | ({"eval/pass@1": 0.2 + 0.05 * i} if i % 2 == 0 else {})
     for i in range(1, 21)
 ]
 
@@ -40,7 +40,7 @@ def test_every_n_steps():
 
 def test_validation_plateau_fires_after_patience_evaluations():
     scores = [0.3, 0.5, 0.45, 0.49, 0.5, 0.6]  # best 0.5 at eval 2; evals 3, 4 do not beat it
-    trace = [{"eval/reward": v} for v in scores]
+    trace = [{"eval/pass@1": v} for v in scores]
     fired = _fire(ResetConfig(patience=2), trace)
     assert [s for s, _ in fired] == [4]
     assert fired[0][1].reason == "validation not improved for 2 evaluations"
@@ -49,7 +49,7 @@ def test_validation_plateau_fires_after_patience_evaluations():
 
 
 def test_validation_drop_fires_below_best_minus_margin():
-    trace = [{"eval/reward": v} for v in (0.5, 0.45, 0.35)]
+    trace = [{"eval/pass@1": v} for v in (0.5, 0.45, 0.35)]
     fired = _fire(ResetConfig(drop=0.1), trace)
     assert [s for s, _ in fired] == [3]  # 0.5 - 0.45 = 0.05 is within the margin
     assert "fell 0.15 below its best" in fired[0][1].reason
@@ -62,8 +62,8 @@ def test_validation_blend_weights_task_pass1():
     assert policy.eval_score({"eval/a/pass@1": 1.0}) is None  # b missing: no evaluation
     # a up 0.1 (x3), b down 0.4 (x1): the blend falls (0.3 -> 0.275) although a improved
     trace = [
-        {"eval/a/pass@1": 0.2, "eval/b/pass@1": 0.6, "eval/reward": 0.4},
-        {"eval/a/pass@1": 0.3, "eval/b/pass@1": 0.2, "eval/reward": 0.9},
+        {"eval/a/pass@1": 0.2, "eval/b/pass@1": 0.6, "eval/pass@1": 0.4},
+        {"eval/a/pass@1": 0.3, "eval/b/pass@1": 0.2, "eval/pass@1": 0.9},
     ]
     assert [s for s, _ in _fire(cfg, trace)] == [2]
 
@@ -89,7 +89,7 @@ def test_entropy_floor_with_cooldown():
 
 
 def test_state_round_trip_continues_identically():
-    trace = [{"eval/reward": v} for v in (0.3, 0.5, 0.45, 0.4, 0.6, 0.55, 0.5)]
+    trace = [{"eval/pass@1": v} for v in (0.3, 0.5, 0.45, 0.4, 0.6, 0.55, 0.5)]
     cfg = ResetConfig(patience=2, drop=0.2)
     whole = _fire(cfg, trace)
     first = ResetPolicy(cfg)
@@ -157,8 +157,8 @@ def test_reset_to_best_kept_checkpoint(tmp_path, tiny):
         ref.model.embed_tokens.weight.mul_(0.0)
     cfg = load_config(None, ["reset.target=best", "reset.reset_optimizer=false"])
     resetter = ResetPolicy(cfg.reset.__class__(target="best", patience=1))
-    assert resetter.observe(1, {"eval/reward": 0.9}) is None
-    decision = resetter.observe(2, {"eval/reward": 0.1})
+    assert resetter.observe(1, {"eval/pass@1": 0.9}) is None
+    decision = resetter.observe(2, {"eval/pass@1": 0.1})
     assert decision is not None and decision.best_step == 1
     opt, sched = make_optimizer(cfg, policy)
     state = SimpleNamespace(cfg=cfg, policy=policy, ref=ref, optimizer=opt, scheduler=sched)

@@ -99,7 +99,7 @@ def test_cli_debug_preset_end_to_end(tmp_path):
     assert (run / "config.yaml").is_file()
     assert "validation before training" in proc.stdout
     assert "validation after training: success" in proc.stdout
-    assert "floor" in proc.stdout and "final validation success rate" in proc.stdout
+    assert "null floor" in proc.stdout and "held-out success rate (pass@1" in proc.stdout
 
 
 @pytest.mark.parametrize(

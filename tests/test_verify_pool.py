@@ -109,7 +109,7 @@ def test_adversarial_math_scores_zero_within_twice_the_deadline(
     bad, good = pool.score("math", [response, "\\boxed{\\frac{1}{2}}"], [ex(reference), ex("0.5")])
     wall = time.monotonic() - t0
     assert bad.reward == 0.0 and bad.reason in ("TIMEOUT", "wrong", "format")
-    assert good == Score(1.0, "ok", {"extracted": "\\frac{1}{2}"})
+    assert good == Score(1.0, "ok", {"extracted": "\\frac{1}{2}"}, formatted=True)
     if bad.reason == "TIMEOUT":
         assert bad.details["elapsed_s"] < 2 * DEADLINE
     # Generous bound: a replacement worker may still be starting on a loaded machine.
