@@ -2,7 +2,7 @@
 
 import pytest
 
-from prorl.evaluate.lenient import as_number, lenient_correct
+from prorl.verify.lenient import as_number, lenient_correct
 
 
 @pytest.mark.parametrize(

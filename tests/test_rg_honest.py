@@ -239,3 +239,33 @@ def test_held_out_item_the_generator_cannot_build_is_replaced() -> None:
     task = ReasoningGymTask("maze")
     assert task.example(26, "test").question  # upstream raises on this item
     assert task.example(0).question  # and training builds past it
+
+
+ARITH = dict(min_terms=2, max_terms=2, min_digits=1, max_digits=2, allow_negation=False)
+
+
+def test_last_number_answers() -> None:
+    task = get_task("rg/chain_sum", answer="last_number", **ARITH)
+    ex = task.example(3, "val")
+    a = ex.answer
+    cases = {
+        f"So the total is {a}.": (1.0, "ok"),
+        f"{a} plus nothing: 1000": (0.0, "wrong"),  # the last number decides
+        "I do not know.": (0.0, "format"),
+        ex.question: (0.0, "format"),  # an echo's numbers are the question's
+        f"{ex.question}\nThe answer is {a}": (1.0, "ok"),  # restating first is fine
+        f"<answer>{a}</answer>": (1.0, "ok"),
+    }
+    for response, expected in cases.items():
+        score = task.score(response, ex)
+        assert (score.reward, score.reason) == expected, (response, score)
+        assert score.formatted is None  # no answer format to follow
+    assert task.format_answer("12") == "12" and task.reference_response(ex) == a
+    assert check_task(task, problems=50).ok
+
+
+def test_last_number_needs_numeric_answers() -> None:
+    with pytest.raises(ValueError, match="answer=last_number needs numeric answers"):
+        get_task("rg/word_sorting", answer="last_number")
+    with pytest.raises(ValueError, match="answer must be one of tags, last_number"):
+        get_task("rg/chain_sum", answer="boxed")

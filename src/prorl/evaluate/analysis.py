@@ -33,8 +33,8 @@ import numpy as np
 import numpy.typing as npt
 
 from prorl.evaluate import store
-from prorl.evaluate.lenient import lenient_correct
 from prorl.evaluate.passk import DEFAULT_THRESHOLD, default_ks, pass_at_k_matrix, successes
+from prorl.verify.lenient import lenient_correct
 
 FloatArray = npt.NDArray[np.float64]
 DEFAULT_TOLERANCE = 0.02

@@ -27,11 +27,13 @@ from typing import Any
 
 from prorl.tasks.base import register_family
 from prorl.types import Example, Score
+from prorl.verify.lenient import as_number, last_number, strip_prompt
 
 # The example tag is empty, and an empty answer is no answer, so a response that echoes the
 # prompt back is never scored correct, nor credited as formatted (a filled placeholder such
 # as <answer>your answer</answer> would earn shaping's format credit when copied).
 INSTRUCTION = "Think step by step, then give your final answer inside <answer></answer> tags."
+ANSWER_MODES = ("tags", "last_number")
 # The out-of-distribution trio ProRL held out of training (none of them is in UNSOUND).
 OOD_TASKS = ("acre", "boxnet", "game_of_life_halting")
 # Offsets that put each split's RNG seeds far apart.
@@ -150,6 +152,7 @@ class ReasoningGymTask:
         test_size: int = 100,
         instruction: str = INSTRUCTION,
         allow_unsound: bool = False,
+        answer: str = "tags",
         **settings: Any,
     ) -> None:
         if dataset not in available_datasets():
@@ -167,6 +170,12 @@ class ReasoningGymTask:
                 f"rg/{dataset}: reasoning-gym's scorer cannot be trusted ({UNSOUND[dataset]}); "
                 "pass allow_unsound=True to use it anyway"
             )
+        if answer not in ANSWER_MODES:
+            raise ValueError(f"rg/{dataset}: answer must be one of {', '.join(ANSWER_MODES)}")
+        # tags: the content of the last <answer> tag, scored by the dataset (the ProRL
+        # format); last_number: the last number of the response (numbers copied from the
+        # prompt do not count), for numeric datasets and models that do not use the tags
+        self.answer = answer
         self.dataset = dataset
         self.name = f"rg/{dataset}"
         self.seed = seed
@@ -178,6 +187,8 @@ class ReasoningGymTask:
         self._ds: dict[str, Any] = {}
         # Building the dataset validates the settings now, not mid-training.
         self._dataset("train")
+        if answer == "last_number" and as_number(str(self._train_entry(0)["answer"])) is None:
+            raise ValueError(f"rg/{dataset}: answer=last_number needs numeric answers")
 
     @property
     def _train_size(self) -> int:
@@ -269,17 +280,21 @@ class ReasoningGymTask:
         )
 
     def score(self, response: str, example: Example) -> Score:
+        if self.answer == "last_number":
+            found = last_number(strip_prompt(response, example.question))
+            ok = found is not None and found == as_number(example.answer)
+            return Score(float(ok), "ok" if ok else ("wrong" if found is not None else "format"))
         ds = self._dataset(str(example.meta.get("split", "train")))
         return score_response(self.dataset, ds.score_answer, response, example.meta["entry"])
 
     def format_answer(self, content: str) -> str:
-        return format_answer(content)
+        return format_answer(content) if self.answer == "tags" else content
 
     def reference_response(self, example: Example) -> str | None:
-        """The dataset's answer in tags; None where it has none (e.g. ``boxnet``, whose
-        plans are checked by simulation)."""
+        """The dataset's answer in the task's format; None where it has none (e.g.
+        ``boxnet``, whose plans are checked by simulation)."""
         answer = example.meta["entry"].get("answer")
-        return None if answer is None else format_answer(str(answer))
+        return None if answer is None else self.format_answer(str(answer))
 
 
 def _digest(text: str) -> str:

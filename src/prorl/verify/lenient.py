@@ -5,7 +5,9 @@ A model that has not learned that format scores 0 whatever it knows, so a rise i
 strict success rate can be format learning alone. Reading the last number of the response
 instead (for references that are numbers) measures the arithmetic without the format: if
 training raised the strict score above what the base already got right under this lenient
-reading, the model learned more than the format. It is a report, never a reward.
+reading, the model learned more than the format. Reports use it beside the score; a task
+may also choose it as its answer format (``rg/<dataset>`` with ``answer: last_number``),
+where numbers copied from the prompt do not count (``strip_prompt``).
 """
 
 from __future__ import annotations
@@ -32,5 +34,16 @@ def lenient_correct(response: str, reference: str) -> bool | None:
     ref = as_number(reference)
     if ref is None:
         return None
-    found = _NUMBER.findall(response.rsplit("</think>", 1)[-1])
-    return bool(found) and as_number(found[-1]) == ref
+    return last_number(response) == ref
+
+
+def last_number(text: str) -> Fraction | None:
+    """The last number in ``text`` after any ``</think>``, or None when there is none."""
+    found = _NUMBER.findall(text.rsplit("</think>", 1)[-1])
+    return as_number(found[-1]) if found else None
+
+
+def strip_prompt(response: str, prompt: str) -> str:
+    """``response`` without verbatim copies of ``prompt``: an echoed question's numbers are
+    the question's, not an answer."""
+    return response.replace(prompt, " ") if prompt.strip() else response
