@@ -73,8 +73,11 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(len(self.tasks) > 0, "data.tasks", "at least one task is needed")
-        _check(self.self_check in ("strict", "exclude", "skip"), "data.self_check",
-               "choose strict, exclude or skip")  # fmt: skip
+        _check(
+            self.self_check in ("strict", "exclude", "skip"),
+            "data.self_check",
+            "choose strict, exclude or skip",
+        )
         _check(self.val_problems >= 0, "data.val_problems", "must be >= 0")
 
 

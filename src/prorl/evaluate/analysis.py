@@ -199,8 +199,9 @@ def _task_result(model: str, task: str, domain: str, rows: list[dict[str, Any]])
 
 
 def _lenient(rows: list[dict[str, Any]]) -> FloatArray | None:
-    marks = [[lenient_correct(s["text"], str(r.get("answer", ""))) for s in r["samples"]]
-             for r in rows]  # fmt: skip
+    marks = [
+        [lenient_correct(s["text"], str(r.get("answer", ""))) for s in r["samples"]] for r in rows
+    ]
     if not rows or any(m is None for row in marks for m in row):
         return None
     return np.array(marks, dtype=np.float64)

@@ -214,13 +214,15 @@ def evaluate_task(
                 samples,
                 scorer(task, ex, [s.text for s in samples]),
                 floor_rewards(task, ex, scorer),
-            )  # fmt: skip
+            )
             for i, ex, samples in zip(idx, examples, groups, strict=True)
         ]
         store.append_rows(path, rows)
         finished = len(done) + start + len(idx)
-        _say(log, f"[{label}] {task.name}: {finished}/{total} problems "
-                  f"({time.monotonic() - t0:.0f} s)")  # fmt: skip
+        _say(
+            log,
+            f"[{label}] {task.name}: {finished}/{total} problems ({time.monotonic() - t0:.0f} s)",
+        )
     return len(todo)
 
 
@@ -329,8 +331,9 @@ def run_evaluation(
     """
     out = Path(out)
     tasks = resolve_tasks(task_names)
-    dropped = preflight(tasks, self_check, warn=lambda m: _say(log, m),
-                        exclude_hint="--self-check exclude")  # fmt: skip
+    dropped = preflight(
+        tasks, self_check, warn=lambda m: _say(log, m), exclude_hint="--self-check exclude"
+    )
     tasks = {name: t for name, t in tasks.items() if name not in dropped}
     if not tasks:
         raise ValueError("every task failed its self-check; nothing to evaluate")
