@@ -37,10 +37,19 @@ class TaskSpec:
         _check(self.weight > 0, "weight", f"task {self.name!r} needs a positive weight")
 
 
+MODEL_DTYPES = ("float32", "bfloat16", "float16")
+MASTER_DTYPE = "float32"  # the trainer's policy and AdamW state, whatever model.dtype says
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "smollm2-135m"  # embedded name, HF folder, .gguf file or run directory
-    dtype: str = "float32"  # master weights; compute uses bf16 autocast when enabled
+    # The trainer's policy - master weights and so AdamW's state - is always float32,
+    # whatever this says (docs/recipe.md#precision): a bf16 Adam step at lr ~1e-6 rounds
+    # away almost every update. model.dtype is the dtype of the frozen copies: the KL
+    # reference, Ray rollout workers' policies and vLLM's engine under rollout.vllm_dtype
+    # auto. bfloat16 halves their memory; compute precision is model.bf16's.
+    dtype: str = "float32"
     bf16: bool = True  # bf16 autocast in the trainer's passes (on CPU: with bf16 hardware only)
     gradient_checkpointing: bool = False
     # torch.compile (inductor) the trainer's passes: fuses the casts and elementwise ops
@@ -52,6 +61,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_device(self.device, "model.device")
+        _check(self.dtype in MODEL_DTYPES, "model.dtype", "|".join(MODEL_DTYPES))
 
 
 def check_device(setting: str, key: str) -> None:

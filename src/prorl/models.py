@@ -72,7 +72,11 @@ def load_policy(
     folder, gguf = _resolve(name_or_path)
     if folder is None:  # the tiny model
         tok = _tiny_tokenizer()
-        return (None if tokenizer_only else tiny_model(tok)), tok
+        if tokenizer_only:
+            return None, tok
+        tiny = tiny_model(tok)
+        torch.nn.Module.to(tiny, _DTYPES[dtype])  # in place (HF's typed .to hides the dtype form)
+        return tiny, tok
     kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
     try:
         with _quiet_loading():

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from prorl.checkpoint import check_compatible, restore_state, resume_point, truncate_jsonl
-from prorl.config import Config, ConfigError, TaskSpec, save_config, to_dict
+from prorl.config import MASTER_DTYPE, Config, ConfigError, TaskSpec, save_config, to_dict
 from prorl.display import Display
 from prorl.metrics import MetricsWriter
 from prorl.mixture import MixtureEntry, TaskMixture
@@ -96,6 +96,24 @@ def pool_target(spec: TaskSpec, task: Task) -> Any:
     if isinstance(task, FileTask):  # scores from example.meta alone: no file re-read per worker
         return Scorer.function("prorl.tasks.files:score_row")
     return Scorer.task(spec.name, **spec.settings)
+
+
+def load_trainer_policy(cfg: Config) -> tuple[Any, Any]:
+    """The policy the trainer updates, with its tokenizer: float32 master weights (so AdamW
+    and its state are float32) whatever ``model.dtype`` says; the passes compute in bf16
+    under autocast when ``model.bf16`` is on. A bf16 checkpoint is upcast on load."""
+    return load_policy(cfg.model.name, MASTER_DTYPE)
+
+
+def reference_copy(cfg: Config, policy: Any) -> Any:
+    """The frozen KL reference: a copy of ``policy`` stored in ``model.dtype`` (bfloat16
+    halves its memory; it never gets a gradient, so nothing rounds away)."""
+    ref = frozen_copy(policy)
+    return ref.to(load_dtype(cfg.model.dtype))
+
+
+def load_dtype(name: str) -> torch.dtype:
+    return getattr(torch, name)  # type: ignore[no-any-return]
 
 
 def make_sampler(cfg: Config, policy: Any, tokenizer: Any) -> Sampler:
@@ -243,8 +261,9 @@ def rewind_run_dir(run_dir: Path, step: int) -> None:
 
 
 def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
-    from prorl.scale import Scale
+    from prorl.scale import Scale, check_launch
 
+    check_launch(cfg)  # torchrun + vLLM, Ray under torchrun...: refused before anything starts
     run_dir = Path(cfg.run_dir)
     if cfg.rollout.sampler == "vllm":  # a missing extra fails before anything is written
         from prorl.sampling.vllm import import_vllm
@@ -257,7 +276,7 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
     train_tasks = build_tasks(train_specs)
     val_specs = cfg.data.val_tasks or train_specs
     val_tasks = build_tasks(val_specs)
-    policy, tokenizer = load_policy(cfg.model.name, cfg.model.dtype)
+    policy, tokenizer = load_trainer_policy(cfg)  # fp32 master weights (model.dtype: the copies')
     scale = Scale.start(cfg)  # one process, or a rank of a learner group (prorl.scale)
     existed = run_dir.exists()
     try:
@@ -278,7 +297,7 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
         if cfg.model.gradient_checkpointing:
             policy.gradient_checkpointing_enable()
             policy.config.use_cache = False
-        ref = frozen_copy(policy) if cfg.algo.kl_coef > 0 else None
+        ref = reference_copy(cfg, policy) if cfg.algo.kl_coef > 0 else None
         # may refuse the model: nothing kept yet (Ray: starts the rollout actors)
         sampler = scale.sampler(lambda: make_sampler(cfg, policy, tokenizer), policy)
         scale.shard(policy, ref)  # FSDP2: in place, after the actors got whole weights
