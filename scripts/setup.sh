@@ -5,10 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Python 3.11 (CI and development) or 3.12 (allowed by pyproject, not tested here; torch
+# 2.13.0 for 3.12 may have to come from another index than this machine's disk).
 PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3.12
 command -v "$PY" >/dev/null || PY=python3
-if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
-  echo "setup: prorl needs Python 3.11 ($PY is $("$PY" --version 2>&1))" >&2
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] not in ((3, 11), (3, 12)))'; then
+  echo "setup: prorl needs Python 3.11 or 3.12 ($PY is $("$PY" --version 2>&1))" >&2
   exit 1
 fi
 

