@@ -33,7 +33,8 @@ def test_two_torchrun_ranks_match_one_process(tmp_path: Path) -> None:
                 "--nproc-per-node", "2"]  # fmt: skip
     proc = _cli(torchrun, two)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("final validation reward") == 1  # rank 0 alone reports
+    assert proc.stdout.count("held-out success rate") == 1  # rank 0 alone reports
+    assert proc.stdout.count("[step_000000] toy-even") == 1  # and shows validation progress
     rows = {r["step"]: r for r in read_jsonl(two / "metrics.jsonl")}
     ref = {r["step"]: r for r in read_jsonl(one / "metrics.jsonl")}
     assert sorted(rows) == sorted(ref) == [0, 1, 2]

@@ -375,6 +375,9 @@ class QuietDisplay(Display):
     def message(self, text: str, style: str = "") -> None:
         pass
 
+    def progress(self, text: str) -> None:
+        pass
+
 
 def _report_worker_events(state: TrainState, writer: MetricsWriter) -> None:
     """Ray workers replaced mid-step go to events.jsonl under the step being run."""
