@@ -19,7 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prorl.evaluate.analysis import FloatArray, Results, TaskResult, _seed_for
+from prorl.evaluate.analysis import (
+    FloatArray,
+    Results,
+    TaskResult,
+    _interval,
+    _seed_for,
+    bootstrap_replicates,
+)
 from prorl.evaluate.passk import successes
 
 MEASURES = ("success", "lenient")
@@ -78,31 +85,33 @@ def paired_change(
         vb = per_problem_values(b, after_measure, results.threshold)
         if va is None or vb is None:
             continue
-        common = [u for u in a.uids if u in set(b.uids)]
+        ib = {u: i for i, u in enumerate(b.uids)}
+        common = [(i, ib[u]) for i, u in enumerate(a.uids) if u in ib]
         if not common:
             continue
-        ia, ib = {u: i for i, u in enumerate(a.uids)}, {u: i for i, u in enumerate(b.uids)}
-        pairs.append((task, va[[ia[u] for u in common]], vb[[ib[u] for u in common]]))
+        pairs.append((task, va[[i for i, _ in common]], vb[[j for _, j in common]]))
     if not pairs:
         return None
-    reps = np.zeros((n_boot, 2))
-    for task, va, vb in pairs:
-        rng = np.random.default_rng(_seed_for(seed, before, after, task))
-        p = len(va)
-        counts = rng.multinomial(p, np.full(p, 1.0 / p), size=n_boot).astype(np.float64)
-        reps += counts @ np.stack([va, vb], axis=1) / p  # [n_boot, 2]
-    reps /= len(pairs)
-    point = np.mean([[va.mean(), vb.mean()] for _, va, vb in pairs], axis=0)
-    delta_reps = reps[:, 1] - reps[:, 0]
-
-    def interval(value: float, r: FloatArray) -> Interval:
-        lo, hi = np.percentile(r, [2.5, 97.5])
-        return Interval(float(value), float(lo), float(hi))
-
+    # [n_boot, 3]: before, after and their difference; one draw of problems per task and
+    # replicate serves all three (paired), then the macro average over tasks
+    reps = np.mean(
+        [
+            bootstrap_replicates(
+                np.stack([va, vb, vb - va], axis=1), n_boot, _seed_for(seed, before, after, task)
+            )
+            for task, va, vb in pairs
+        ],
+        axis=0,
+    )
+    point = np.mean([[va.mean(), vb.mean(), (vb - va).mean()] for _, va, vb in pairs], axis=0)
+    lo, hi = _interval(reps)
+    before_i, after_i, delta_i = (
+        Interval(float(point[j]), float(lo[j]), float(hi[j])) for j in range(3)
+    )
     return Change(
-        before=interval(point[0], reps[:, 0]),
-        after=interval(point[1], reps[:, 1]),
-        delta=interval(point[1] - point[0], delta_reps),
+        before=before_i,
+        after=after_i,
+        delta=delta_i,
         tasks=tuple(t for t, _, _ in pairs),
         problems=sum(len(va) for _, va, _ in pairs),
     )
