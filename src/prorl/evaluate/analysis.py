@@ -34,15 +34,16 @@ import numpy.typing as npt
 
 from prorl.evaluate import store
 from prorl.evaluate.passk import DEFAULT_THRESHOLD, default_ks, pass_at_k_matrix, successes
+from prorl.tasks.selfcheck import TRIVIAL
 from prorl.verify.lenient import lenient_correct
 
 FloatArray = npt.NDArray[np.float64]
 DEFAULT_TOLERANCE = 0.02
 HIST_EDGES = np.linspace(0.0, 1.0, 11)  # per-problem pass@1 histogram: 10 bins of 0.1
 REGIMES = ("unsolved", "diminish", "plateau", "sustained", "expand")
-# The trivial policies of the null floor (prorl.tasks.selfcheck.TRIVIAL), and their names
-# in reports.
-FLOOR_POLICIES = ("empty", "format", "junk", "echo")
+# The trivial policies of the null floor, as the runner stores them, and their names in
+# reports.
+FLOOR_POLICIES = TRIVIAL
 FLOOR_NAMES = {"empty": "empty", "format": "format-only", "junk": "junk", "echo": "echo"}
 # Columns of ``per_problem`` before the pass@k values.
 COL_PASS1, COL_MEAN_REWARD, COL_PASSK = 0, 1, 2
