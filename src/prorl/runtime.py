@@ -51,14 +51,12 @@ def build_tasks(specs: Sequence[TaskSpec]) -> dict[str, Task]:
     return tasks
 
 
-def self_checked(cfg: Config) -> Config:
-    """Run every training and validation task's self-check (``data.self_check``); return
-    ``cfg`` itself, or without the failing tasks under ``exclude``. A failure under
-    ``strict`` is a ConfigError naming the task and the failing case."""
+def self_checked(cfg: Config, tasks: dict[str, Task]) -> Config:
+    """Run the self-check (``data.self_check``) of the run's built training and validation
+    ``tasks``; return ``cfg`` itself, or without the failing tasks under ``exclude``. A
+    failure under ``strict`` is a ConfigError naming the task and the failing case."""
     from prorl.tasks.selfcheck import SelfCheckError, preflight
 
-    specs = all_tasks(cfg)
-    tasks = {**build_tasks(specs), **build_tasks(cfg.data.val_tasks)}
     try:
         failed = preflight(tasks, cfg.data.self_check, warn=lambda m: print(m, file=sys.stderr))
     except SelfCheckError as e:
@@ -271,11 +269,15 @@ def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
         import_vllm()
     if cfg.model.compile:
         require_compiler()
-    cfg = self_checked(cfg)  # before the model loads: a task a trivial answer can pass
-    train_specs = all_tasks(cfg)  # every stage's; the loop sets each stage's weights
-    train_tasks = build_tasks(train_specs)
+    built = build_tasks(all_tasks(cfg))  # every stage's; the loop sets each stage's weights
+    built_val = build_tasks(cfg.data.val_tasks) if cfg.data.val_tasks else built
+    # before the model loads: a task that a trivial answer can pass stops the run (or is left
+    # out), and the tasks built for the check are the ones the run uses
+    cfg = self_checked(cfg, {**built, **built_val})
+    train_specs = all_tasks(cfg)
+    train_tasks = {s.name: built[s.name] for s in train_specs}
     val_specs = cfg.data.val_tasks or train_specs
-    val_tasks = build_tasks(val_specs)
+    val_tasks = {s.name: built_val.get(s.name) or built[s.name] for s in val_specs}
     policy, tokenizer = load_trainer_policy(cfg)  # fp32 master weights (model.dtype: the copies')
     scale = Scale.start(cfg)  # one process, or a rank of a learner group (prorl.scale)
     existed = run_dir.exists()
