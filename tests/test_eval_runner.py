@@ -347,3 +347,53 @@ def test_eval_self_check_refuses_or_excludes_a_leaky_task(tmp_path: Path) -> Non
                          log=said.append, self_check="exclude", **args)  # fmt: skip
     assert new == {"m": 2} and any("leaving out evaltest/leaky" in line for line in said)
     assert [t["name"] for t in store.read_manifest(tmp_path / "b")["tasks"]] == ["evaltest/fake"]
+
+
+def test_pool_scorer_rebuilds_tasks_with_their_settings() -> None:
+    """Verifier workers rebuild a task by name: without its settings an answer: last_number
+    task would be scored as a tag task, and every untagged right answer would be 0."""
+    from prorl.evaluate.runner import pool_scorer
+    from prorl.tasks import get_task
+    from prorl.verify.pool import VerifierPool
+
+    settings = {"answer": "last_number", "min_terms": 2, "max_terms": 2}
+    task = get_task("rg/chain_sum", **settings)
+    ex = task.example(0, "test")
+    right, wrong = f"so the sum is {ex.answer}", f"so the sum is {int(ex.answer) + 1}"
+    pool = VerifierPool(timeout_s=10)
+    try:
+        with_settings = pool_scorer(pool, {"rg/chain_sum": settings})(task, ex, [right, wrong])
+        without = pool_scorer(pool)(task, ex, [right])
+    finally:
+        pool.close()
+    assert [s.reward for s in with_settings] == [1.0, 0.0]
+    assert without[0].reward == 0.0 and without[0].reason == "format"  # the tag reading
+
+
+def test_eval_task_config_stores_settings_and_refuses_others(tmp_path: Path) -> None:
+    cfg = tmp_path / "tasks.yaml"
+    cfg.write_text(
+        "data:\n  tasks:\n"
+        "    - name: rg/chain_sum\n"
+        "      settings: {answer: last_number, min_terms: 2, max_terms: 2}\n"
+        "  val_tasks:\n"
+        "    - name: rg/products\n"
+        "      settings: {answer: last_number}\n"
+    )
+    out = tmp_path / "ev"
+    base = ["eval", "--model", "tiny", "--n", "2", "--problems", "1", "--max-new-tokens", "4"]
+    assert main([*base, "--task-config", str(cfg), "--out", str(out)]) == 0
+    man = store.read_manifest(out)
+    assert man is not None
+    assert [(t["name"], t["domain"], t.get("settings")) for t in man["tasks"]] == [
+        ("rg/chain_sum", "arithmetic", {"answer": "last_number", "min_terms": 2, "max_terms": 2}),
+        ("rg/products", "arithmetic", {"answer": "last_number"}),
+    ]
+    before = store.results_path(out, "tiny", "rg/chain_sum").read_text()
+    # the same task name with default settings: refused, nothing touched
+    assert main([*base, "--tasks", "rg/chain_sum", "--out", str(out)]) == 2
+    assert store.results_path(out, "tiny", "rg/chain_sum").read_text() == before
+    # a subset of the config's tasks, and a name the config lacks
+    assert main([*base, "--task-config", str(cfg), "--tasks", "rg/products", "--out", str(out)]) == 0
+    assert main([*base, "--task-config", str(cfg), "--tasks", "rg/lcm", "--out", str(out)]) == 2
+    assert main([*base, "--out", str(out)]) == 2  # neither --tasks nor --task-config

@@ -36,9 +36,17 @@ def add_parsers(subparsers: Any) -> None:
     )
     ev.add_argument(
         "--tasks",
-        required=True,
+        default=None,
         help="comma-separated task names, e.g. "
-        "rg/leg_counting,rg/basic_arithmetic (see `prorl tasks`)",
+        "rg/leg_counting,rg/basic_arithmetic (see `prorl tasks`); with --task-config, "
+        "the subset of its tasks to evaluate",
+    )
+    ev.add_argument(
+        "--task-config",
+        default=None,
+        metavar="PRESET_OR_YAML",
+        help="take the tasks with their settings from a preset or YAML config: its "
+        "data.tasks and data.val_tasks (e.g. cpu-boundary)",
     )
     ev.add_argument("--out", required=True, type=Path, help="results directory")
     ev.add_argument("--n", type=int, default=64, help="samples per problem (default 64)")
@@ -116,6 +124,19 @@ def add_parsers(subparsers: Any) -> None:
         default=0.02,
         help="smallest change in pass@k that counts for the regime rule",
     )
+    rep.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated model labels to compare, in order (first = base, last = "
+        "final; default: every model in evaluation order)",
+    )
+    rep.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write report.html, summary.md and summary.json here (default: DIR's "
+        "evaluation directory)",
+    )
     rep.set_defaults(func=run_report)
 
 
@@ -124,10 +145,37 @@ def _error(cmd: str, message: str) -> int:
     return EXIT_BAD_INPUT
 
 
+def configured_tasks(preset: str, names: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(tasks by name, their settings by name) from a config's data.tasks + data.val_tasks,
+    restricted to ``names`` when given; a name the config lacks is an error."""
+    from prorl.config import load_config
+    from prorl.runtime import build_tasks
+
+    data = load_config(preset).data
+    specs = {s.name: s for s in (*data.tasks, *data.val_tasks)}
+    missing = [n for n in names or [] if n not in specs]
+    if missing:
+        raise ValueError(
+            f"--tasks {', '.join(missing)} not in {preset}'s data.tasks or data.val_tasks "
+            f"(it has {', '.join(specs)})"
+        )
+    chosen = [specs[n] for n in names] if names else list(specs.values())
+    return build_tasks(chosen), {s.name: dict(s.settings) for s in chosen}
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from prorl.evaluate.runner import EvalSettings, parse_tasks, run_evaluation
 
     try:
+        names = parse_tasks(args.tasks) if args.tasks is not None else None
+        tasks: Any
+        task_settings: dict[str, Any] | None
+        if args.task_config is not None:
+            tasks, task_settings = configured_tasks(args.task_config, names)
+        elif names is None:
+            raise ValueError("give --tasks NAMES or --task-config PRESET_OR_YAML")
+        else:
+            tasks, task_settings = names, None
         settings = EvalSettings(
             n=args.n,
             temperature=args.temperature,
@@ -143,7 +191,7 @@ def run_eval(args: argparse.Namespace) -> int:
             raise ValueError(f"--threshold must lie in (0, 1], got {args.threshold}")
         new = run_evaluation(
             args.model,
-            parse_tasks(args.tasks),
+            tasks,
             args.out,
             settings,
             ks=ks,
@@ -155,8 +203,9 @@ def run_eval(args: argparse.Namespace) -> int:
             device=args.device,
             verify_timeout_s=args.verify_timeout,
             self_check=args.self_check,
+            task_settings=task_settings,
         )
-    except ValueError as e:  # includes UnknownTaskError and ModelLoadError
+    except ValueError as e:  # includes UnknownTaskError, ModelLoadError and ConfigError
         return _error("eval", str(e))
     print(f"stored in {args.out}: " + ", ".join(f"{m}: {c} new problems" for m, c in new.items()))
     _print_table(args.out)
@@ -199,6 +248,10 @@ def _print_table(directory: Path) -> None:
     )
 
 
+def _labels(spec: str | None) -> list[str] | None:
+    return [m.strip() for m in spec.split(",") if m.strip()] or None if spec else None
+
+
 def run_report(args: argparse.Namespace) -> int:
     from prorl.evaluate.report import write_report
 
@@ -211,8 +264,10 @@ def run_report(args: argparse.Namespace) -> int:
             n_boot=args.bootstrap,
             seed=args.seed,
             tolerance=args.tolerance,
+            models=_labels(getattr(args, "models", None)),
+            out=getattr(args, "out", None),
         )
     except ValueError as e:
         return _error("report", str(e))
-    print(f"wrote {html_path}\nwrote {md_path}")
+    print(f"wrote {html_path}\nwrote {md_path}\nwrote {md_path.with_name('summary.json')}")
     return 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -107,8 +107,10 @@ def prepare_dir(
     tasks: dict[str, Task],
     ks: Sequence[int] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
+    task_settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Create or reopen ``out``; refuse (ValueError, nothing written) on conflicting settings."""
+    """Create or reopen ``out``; refuse (ValueError, nothing written) on conflicting settings,
+    including a task stored with other task settings (``task_settings``, by name)."""
     old = store.read_manifest(out)
     fixed = {
         "n": settings.n,
@@ -132,9 +134,17 @@ def prepare_dir(
                 "resume with the same settings or choose another --out"
             )
         man = dict(old)
-    known = {t["name"] for t in man["tasks"]}
+    given = {name: dict((task_settings or {}).get(name, {})) for name in tasks}
+    known = {t["name"]: t.get("settings", {}) for t in man["tasks"]}
+    clash = [n for n in tasks if n in known and known[n] != given[n]]
+    if clash:
+        raise ValueError(
+            f"{out} holds {', '.join(clash)} evaluated with other task settings "
+            f"(stored {known[clash[0]]!r}, asked {given[clash[0]]!r}); choose another --out"
+        )
     man["tasks"] = man["tasks"] + [
         {"name": name, "domain": getattr(t, "domain", "other")}
+        | ({"settings": given[name]} if given[name] else {})
         for name, t in tasks.items()
         if name not in known
     ]
@@ -164,13 +174,16 @@ def default_scorer(task: Task, example: Example, texts: Sequence[str]) -> list[S
     return out
 
 
-def pool_scorer(pool: Any) -> Scorer:
-    """Score with a ``VerifierPool`` (hard per-item deadlines; the task is rebuilt by name in
-    the workers, so it must be reachable through the task registry)."""
+def pool_scorer(pool: Any, settings: Mapping[str, Mapping[str, Any]] | None = None) -> Scorer:
+    """Score with a ``VerifierPool`` (hard per-item deadlines; the task is rebuilt in the
+    workers from its registry name and ``settings[name]``, so both must reach it)."""
     from prorl.verify.pool import Scorer as Target
 
+    known = dict(settings or {})
+
     def score(task: Task, example: Example, texts: Sequence[str]) -> list[Score]:
-        return list(pool.score(Target.task(task.name), list(texts), [example] * len(texts)))
+        target = Target.task(task.name, **known.get(task.name, {}))
+        return list(pool.score(target, list(texts), [example] * len(texts)))
 
     return score
 
@@ -305,7 +318,7 @@ def check_model_specs(specs: Sequence[str]) -> None:
 
 def run_evaluation(
     models: Sequence[str],
-    task_names: Sequence[str],
+    task_names: Sequence[str] | Mapping[str, Task],
     out: Path,
     settings: EvalSettings,
     *,
@@ -321,8 +334,13 @@ def run_evaluation(
     loader: Callable[[str], tuple[Any, Any, Any]] | None = None,
     log: Log = sys.stderr,
     self_check: str = "strict",
+    task_settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, int]:
     """Evaluate every model on every task into ``out``; return new problems per model label.
+
+    ``task_names`` are registry names built with default settings, or tasks already built
+    (``prorl eval --task-config``) whose settings ``task_settings`` gives by name: the
+    verifier workers rebuild each task from them, and the manifest records them.
 
     Validation (tasks and their self-check, settings, model specs) happens before anything
     is generated. Without a ``scorer``, responses are scored in a ``VerifierPool`` with hard
@@ -330,7 +348,7 @@ def run_evaluation(
     exclude (leave it out, with a warning) or skip.
     """
     out = Path(out)
-    tasks = resolve_tasks(task_names)
+    tasks = dict(task_names) if isinstance(task_names, Mapping) else resolve_tasks(task_names)
     dropped = preflight(
         tasks, self_check, warn=lambda m: _say(log, m), exclude_hint="--self-check exclude"
     )
@@ -345,7 +363,7 @@ def run_evaluation(
         from prorl.device import resolve_device, visible_gpus
 
         resolve_device(device, cuda_count=visible_gpus(), key="--device")  # a missing GPU too
-    prepare_dir(out, settings, tasks, ks, threshold)
+    prepare_dir(out, settings, tasks, ks, threshold, task_settings)
     load = loader or (lambda spec: load_model(spec, dtype, batch_size, bf16, sampler, device))
     pool = None
     new: dict[str, int] = {}
@@ -358,7 +376,7 @@ def run_evaluation(
                 from prorl.verify.pool import VerifierPool
 
                 pool = VerifierPool(timeout_s=verify_timeout_s)
-                scorer = pool_scorer(pool)
+                scorer = pool_scorer(pool, task_settings)
             try:
                 new[label] = sum(
                     evaluate_task(

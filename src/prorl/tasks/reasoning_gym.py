@@ -140,8 +140,17 @@ def score_response(
     return Score(0.0, "wrong", details, formatted=True)
 
 
+def category(dataset: str) -> str:
+    """The dataset's reasoning-gym category (arithmetic, algorithmic, logic, games, ...):
+    the package its class lives in. It is the task's domain, so a mix of rg tasks spans the
+    domains reasoning-gym itself names."""
+    from reasoning_gym.factory import DATASETS
+
+    return str(DATASETS[dataset][0].__module__.split(".")[1])
+
+
 class ReasoningGymTask:
-    domain = "logic"
+    domain = "logic"  # the class default; each task sets its dataset's category
 
     def __init__(
         self,
@@ -177,6 +186,7 @@ class ReasoningGymTask:
         # prompt do not count), for numeric datasets and models that do not use the tags
         self.answer = answer
         self.dataset = dataset
+        self.domain = category(dataset)
         self.name = f"rg/{dataset}"
         self.seed = seed
         self.settings = settings
@@ -303,7 +313,7 @@ def _digest(text: str) -> str:
 
 @register_family(
     "rg",
-    domain="logic",
+    domain="reasoning-gym category (arithmetic, algorithmic, logic, ...)",
     description="any reasoning-gym dataset, e.g. rg/leg_counting; settings pass through",
     verifier="full credit from reasoning-gym's score_answer on the <answer> content",
 )
