@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +163,21 @@ def load_results(directory: Path | str, threshold: float | None = None) -> Resul
     models = [m for m in models if any((m, t) in data for t in tasks)]
     tasks = [t for t in tasks if any((m, t) in data for m in models)]
     return Results(d, models, tasks, domains, n, ks, thr, data, man)
+
+
+def select_models(results: Results, labels: Sequence[str]) -> Results:
+    """``results`` restricted to ``labels``, in that order (the first is then the base, the
+    last the final model); an unknown label is a ValueError naming the known ones."""
+    labels = list(dict.fromkeys(labels))
+    unknown = [m for m in labels if m not in results.models]
+    if unknown:
+        raise ValueError(
+            f"no results for model {', '.join(unknown)} in {results.directory} "
+            f"(it has {', '.join(results.models)})"
+        )
+    data = {k: v for k, v in results.data.items() if k[0] in labels}
+    tasks = [t for t in results.tasks if any((m, t) in data for m in labels)]
+    return replace(results, models=labels, tasks=tasks, data=data)
 
 
 def _task_result(model: str, task: str, domain: str, rows: list[dict[str, Any]]) -> TaskResult:

@@ -13,6 +13,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from prorl.evaluate.analysis import FLOOR_NAMES, HIST_EDGES, Analysis, Curve  # noqa: E402
+from prorl.evaluate.boundary import Correlation  # noqa: E402
+from prorl.evaluate.compute_fit import ComputeFit  # noqa: E402
 
 _COLORS = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]
 
@@ -143,4 +145,47 @@ def overview_plot(analysis: Analysis) -> bytes:
         bbox_to_anchor=(0.5, 1.0),
         frameon=False,
     )
+    return to_png(fig)
+
+
+def gain_plot(corr: Correlation, k_max: int, reading: str) -> bytes:
+    """pass@k_max gain (final - base) against the base's pass@k_max, one point per task,
+    with the least-squares line and Pearson's r."""
+    fig, ax = plt.subplots(figsize=(5.0, 3.6))
+    ax.axhline(0, color="0.5", linewidth=0.8)
+    ax.scatter(corr.x, corr.y, color=_COLORS[0], zorder=3)
+    for x, y, t in zip(corr.x, corr.y, corr.tasks, strict=True):
+        name = t.removeprefix("rg/")
+        ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    title = f"pass@{k_max} gain vs base ({reading})"
+    if corr.r is not None and corr.slope is not None:
+        xs = np.linspace(0, 1, 2)
+        intercept = float(np.mean(corr.y) - corr.slope * np.mean(corr.x))
+        ax.plot(xs, intercept + corr.slope * xs, color=_COLORS[1], linestyle="--", linewidth=1)
+        title += f": r = {corr.r:+.2f}"
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel(f"base pass@{k_max}")
+    ax.set_ylabel(f"final - base pass@{k_max}")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    return to_png(fig)
+
+
+def compute_fit_plot(cf: ComputeFit) -> bytes:
+    """Measured macro success rate against training steps, the fitted saturating curve out
+    to twice the compute measured, and the ceiling with its 95 % interval."""
+    fig, ax = plt.subplots(figsize=(5.0, 3.4))
+    xs = np.linspace(0, 2 * max(cf.steps), 200)
+    ax.axhspan(cf.ceiling_lo, cf.ceiling_hi, color=_COLORS[2], alpha=0.12, linewidth=0)
+    label = f"ceiling {cf.fit.a:.2f} [{cf.ceiling_lo:.2f}, {cf.ceiling_hi:.2f}]"
+    ax.axhline(cf.fit.a, color=_COLORS[2], linestyle=":", linewidth=1, label=label)
+    ax.plot(xs, cf.fit(xs), color=_COLORS[1], linestyle="--", linewidth=1, label="fit")
+    ax.plot(cf.steps, cf.success, "o", color=_COLORS[0], label="measured")
+    ax.axvline(max(cf.steps), color="0.6", linewidth=0.8)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("success rate (macro over tasks)")
+    ax.set_title("validation success against compute", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
     return to_png(fig)

@@ -1,4 +1,4 @@
-"""``prorl report DIR``: a self-contained HTML report and a Markdown summary.
+"""``prorl report DIR``: a self-contained HTML report, a Markdown summary and summary.json.
 
 The HTML embeds every figure as a base64 PNG and carries its CSS inline: it opens offline,
 from a mail attachment or a CI artefact. Both files are written to a temp file and renamed,
@@ -10,9 +10,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from prorl.evaluate import plots
@@ -26,6 +27,7 @@ from prorl.evaluate.analysis import (
     analyse,
     load_results,
     problem_pass1,
+    select_models,
 )
 
 _CSS = """
@@ -153,8 +155,9 @@ def _settings(a: Analysis) -> list[str]:
     ]
 
 
-def build(a: Analysis) -> _Doc:
-    """Lay out the report; every section is written to both HTML and Markdown."""
+def build(a: Analysis, extra: Callable[[_Doc], None] | None = None) -> _Doc:
+    """Lay out the report; every section is written to both HTML and Markdown. ``extra``
+    adds sections after the comparison (the boundary study's)."""
     res, kmax = a.results, a.results.ks[-1]
     doc = _Doc()
     doc.heading("prorl evaluation report", 1)
@@ -200,6 +203,8 @@ def build(a: Analysis) -> _Doc:
     doc.images([(d, plots.domain_plot(a, d)) for d in domains])
 
     _comparison(doc, a)
+    if extra is not None:
+        extra(doc)
     _distribution(doc, a)
     return doc
 
@@ -345,20 +350,39 @@ def write_report(
     n_boot: int = 1000,
     seed: int = 0,
     tolerance: float = 0.02,
+    models: Sequence[str] | None = None,
+    out: Path | str | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``report.html`` and ``summary.md`` into the evaluation directory; return both paths.
+    """Write ``report.html``, ``summary.md`` and ``summary.json`` into ``out`` (default: the
+    evaluation directory); return the first two paths. ``models`` picks and orders the
+    models compared (default: all, in evaluation order; the first is the base, the last the
+    final model).
 
     Raises ValueError (nothing written) when the directory holds no results.
     """
-    a = analyse(load_results(directory, threshold), n_boot=n_boot, seed=seed, tolerance=tolerance)
-    doc = build(a)
+    from prorl.evaluate import report_boundary
+    from prorl.evaluate.boundary import boundaries, gain_correlation
+    from prorl.evaluate.compute_fit import compute_fit
+
+    results = load_results(directory, threshold)
+    if models:
+        results = select_models(results, models)
+    a = analyse(results, n_boot=n_boot, seed=seed, tolerance=tolerance)
+    tbs = boundaries(results, n_boot=max(n_boot, 1000), seed=seed)
+    corrs = {rd: gain_correlation(tbs, rd) for rd in ("strict", "lenient")}
+    corrs = {rd: c for rd, c in corrs.items() if c.tasks}
+    fit = compute_fit(results, seed=seed)
+    doc = build(a, lambda d: report_boundary.section(d, a, tbs, corrs, fit))
     page = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         "<title>prorl evaluation report</title>"
         f"<style>{_CSS}</style></head><body>{''.join(doc.html)}</body></html>\n"
     )
-    html_path = a.results.directory / "report.html"
-    md_path = a.results.directory / "summary.md"
+    target = Path(out) if out is not None else a.results.directory
+    target.mkdir(parents=True, exist_ok=True)
+    html_path, md_path = target / "report.html", target / "summary.md"
     _write_atomic(html_path, page)
     _write_atomic(md_path, "\n".join(doc.md).lstrip() + "\n")
+    summary = report_boundary.summary(a, tbs, corrs, fit)
+    _write_atomic(target / "summary.json", json.dumps(summary, indent=1) + "\n")
     return html_path, md_path

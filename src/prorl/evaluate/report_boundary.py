@@ -1,0 +1,219 @@
+"""The report's reasoning-boundary sections and its machine-readable ``summary.json``.
+
+Sections (base = the first model, final = the last): the paired change of pass@1 and of
+pass@k_max per task under strict and lenient extraction, problems solved only by either
+model, the gain-versus-base correlation over tasks, and the saturating fit of validation
+success against training steps with its projected ceiling.
+
+``summary.json`` holds, for every (task, model), the per-problem sample counts ``n`` and
+success counts ``c`` (and ``c_lenient``), so every pass@k in the report can be recomputed
+by anyone with ``1 - C(n - c, k) / C(n, k)``, together with the figures the report prints.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from prorl.evaluate import plots
+from prorl.evaluate.analysis import Analysis
+from prorl.evaluate.boundary import Correlation, PairedChange, TaskBoundary
+from prorl.evaluate.compute_fit import ComputeFit
+from prorl.evaluate.passk import successes
+
+if TYPE_CHECKING:
+    from prorl.evaluate.report import _Doc
+
+LIST_LIMIT = 8  # problems listed per task and side in the report (summary.json has all)
+
+
+def _change(c: PairedChange) -> str:
+    sig = " *" if c.significant else ""
+    return (
+        f"{100 * c.base.value:.1f} -> {100 * c.final.value:.1f} "
+        f"({100 * c.delta.value:+.1f} [{100 * c.delta.lo:+.1f}, {100 * c.delta.hi:+.1f}]){sig}"
+    )
+
+
+def section(
+    doc: _Doc,
+    a: Analysis,
+    tbs: list[TaskBoundary],
+    corrs: dict[str, Correlation],
+    fit: ComputeFit | None,
+) -> None:
+    if not tbs:
+        return
+    k = tbs[0].k_max
+    doc.heading("Reasoning boundary: base vs final, paired over problems")
+    doc.para(
+        f"Base {tbs[0].base}, final {tbs[0].final}. Each cell: base -> final (change "
+        "[95 % paired bootstrap interval over problems]), in %; * = the interval excludes 0. "
+        "strict = the task's own verifier; lenient = the last number in the response is the "
+        "answer (tasks with numeric answers). A boundary that rises under strict but not "
+        "under lenient extraction is a format result (the model learnt the answer format), "
+        "marked 'format only'."
+    )
+    rows = []
+    for tb in tbs:
+        le = tb.lenient
+        rows.append(
+            [
+                tb.task,
+                str(tb.problems),
+                _change(tb.strict.pass1),
+                _change(tb.strict.boundary),
+                "-" if le is None else _change(le.pass1),
+                "-" if le is None else _change(le.boundary),
+                "format only" if tb.format_only else "",
+            ]
+        )
+    head = ["task", "problems", "pass@1", f"pass@{k}", "lenient pass@1", f"lenient pass@{k}", ""]
+    doc.table(head, rows)
+
+    doc.heading("Problems solved (at least once in n) by only one model", 3)
+    rows = []
+    for tb in tbs:
+        for name, r in (("strict", tb.strict), ("lenient", tb.lenient)):
+            if r is None:
+                continue
+            rows.append(
+                [
+                    tb.task,
+                    name,
+                    f"{r.base_solved}/{tb.problems}",
+                    str(len(r.only_final)),
+                    str(len(r.only_base)),
+                    _listed(r.only_final),
+                ]
+            )
+    listed = f"only final: problems (first {LIST_LIMIT}; all in summary.json)"
+    doc.table(["task", "reading", "base solved", "only final", "only base", listed], rows)
+    _questions(doc, a, tbs)
+
+    doc.heading(f"Gain against the base's pass@{k} over tasks", 3)
+    for reading, corr in corrs.items():
+        coef = "undefined (fewer than 3 tasks or no spread)" if corr.r is None else f"{corr.r:+.2f}"
+        doc.para(
+            f"{reading}: Pearson r between the base's pass@{k} and its gain over "
+            f"{len(corr.tasks)} tasks = {coef}. ProRL reports a negative correlation: RL gains "
+            "most where the base is weakest."
+        )
+    doc.images([(f"gain {rd}", plots.gain_plot(c, k, rd)) for rd, c in corrs.items()])
+
+    doc.heading("Validation success against training compute", 3)
+    if fit is None:
+        doc.para(
+            "No fit: it needs the base and at least two checkpoints labelled step_N "
+            "evaluated on the same tasks."
+        )
+        return
+    f = fit.fit
+    doc.para(
+        f"Fit R(C) = R0 + (A - R0) / (1 + (C_mid / C)^B) to the macro success rate over "
+        f"{len(fit.tasks)} tasks ({fit.problems} problems) at steps {fit.steps}: "
+        f"R0 = {f.r0:.3f} (base), ceiling A = {f.a:.3f} [95 % bootstrap over problems: "
+        f"{fit.ceiling_lo:.3f}, {fit.ceiling_hi:.3f}], B = {f.b:.2f}, C_mid = {f.c_mid:.0f} "
+        f"steps, rmse {f.rmse:.3f}. Projected at step {2 * max(fit.steps)} (twice the "
+        f"compute measured): {fit.at_double:.3f}, against {fit.success[-1]:.3f} measured at "
+        f"step {max(fit.steps)}. A projection, not a measurement; with few checkpoints the "
+        "interval is wide."
+    )
+    doc.images([("compute fit", plots.compute_fit_plot(fit))])
+
+
+def _listed(uids: list[str]) -> str:
+    return " ".join(uids[:LIST_LIMIT]) + (" ..." if len(uids) > LIST_LIMIT else "")
+
+
+def _questions(doc: _Doc, a: Analysis, tbs: list[TaskBoundary]) -> None:
+    """The questions of problems only the final model solved (strict), a few per task."""
+    rows = []
+    for tb in tbs:
+        tr = a.results.data[(tb.final, tb.task)]
+        questions = dict(zip(tr.uids, tr.questions, strict=True))
+        for u in tb.strict.only_final[:3]:
+            q = " ".join(questions.get(u, "").split())
+            rows.append([tb.task, u, q[:140] + ("..." if len(q) > 140 else "")])
+    if rows:
+        doc.table(["task", "problem", "question (only the final model solved it)"], rows)
+
+
+def _interval(c: PairedChange) -> dict[str, Any]:
+    return {
+        name: {"value": i.value, "lo": i.lo, "hi": i.hi}
+        for name, i in (("base", c.base), ("final", c.final), ("delta", c.delta))
+    }
+
+
+def summary(
+    a: Analysis,
+    tbs: list[TaskBoundary],
+    corrs: dict[str, Correlation],
+    fit: ComputeFit | None,
+) -> dict[str, Any]:
+    """Everything needed to recompute the report's numbers, as plain JSON."""
+    res = a.results
+    counts: dict[str, dict[str, Any]] = {}
+    for (m, t), tr in res.data.items():
+        c = successes(tr.rewards, res.threshold)
+        curve = a.task_curves[(m, t)]
+        counts.setdefault(t, {})[m] = {
+            "uids": list(tr.uids),
+            "n": [int(tr.rewards.shape[1])] * len(tr.uids),
+            "c": [int(x) for x in c],
+            "c_lenient": None if tr.lenient is None else [int(x) for x in tr.lenient.sum(axis=1)],
+            "pass_at_k": {str(k): float(v) for k, v in zip(curve.ks, curve.passk, strict=True)},
+            "mean_reward": curve.mean_reward,
+        }
+    return {
+        "directory": str(res.directory),
+        "threshold": res.threshold,
+        "ks": res.ks,
+        "models": res.models,
+        "tasks": [{"name": t, "domain": res.domains.get(t, "other")} for t in res.tasks],
+        "counts": counts,
+        "regimes": {c.task: c.regime for c in a.comparisons},
+        "boundary": [
+            {
+                "task": tb.task,
+                "base": tb.base,
+                "final": tb.final,
+                "problems": tb.problems,
+                "k_max": tb.k_max,
+                "format_only": tb.format_only,
+                **{
+                    name: None
+                    if r is None
+                    else {
+                        "pass1": _interval(r.pass1),
+                        "boundary": _interval(r.boundary),
+                        "only_final": r.only_final,
+                        "only_base": r.only_base,
+                        "base_solved": r.base_solved,
+                    }
+                    for name, r in (("strict", tb.strict), ("lenient", tb.lenient))
+                },
+            }
+            for tb in tbs
+        ],
+        "correlation": {
+            rd: {"r": c.r, "slope": c.slope, "tasks": c.tasks, "base": c.x, "gain": c.y}
+            for rd, c in corrs.items()
+        },
+        "compute_fit": None
+        if fit is None
+        else {
+            "steps": fit.steps,
+            "models": fit.models,
+            "success": fit.success,
+            "r0": fit.fit.r0,
+            "ceiling": fit.fit.a,
+            "ceiling_lo": fit.ceiling_lo,
+            "ceiling_hi": fit.ceiling_hi,
+            "b": fit.fit.b,
+            "c_mid": fit.fit.c_mid,
+            "rmse": fit.fit.rmse,
+            "at_double": fit.at_double,
+            "tasks": fit.tasks,
+        },
+    }
