@@ -240,9 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from prorl import score_cli
     from prorl.evaluate import cli as eval_cli
+    from prorl.study import cli as study_cli
 
     eval_cli.add_parsers(sub)
     score_cli.add_parser(sub)
+    study_cli.add_parser(sub)
     return parser
 
 

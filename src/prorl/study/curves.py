@@ -1,0 +1,90 @@
+"""Training curves of several runs side by side: entropy, KL, kept groups and validation
+success, with reset markers. Read from each run's ``metrics.jsonl`` and ``events.jsonl``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PANELS = (
+    ("policy/entropy", "entropy (nats/token)"),
+    ("policy/kl", "KL to the reference"),
+    ("filter/kept_frac", "kept groups (share)"),
+    ("eval/pass@1", "validation success rate"),
+)
+SMOOTH = 10  # steps in the moving average of the per-step panels (raw values kept in JSON)
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut off by a crash
+            continue
+    return rows
+
+
+def series(run: Path) -> dict[str, Any]:
+    """{metric: [[step, value], ...]} for the panels' metrics, and the reset steps."""
+    out: dict[str, Any] = {key: [] for key, _ in PANELS}
+    for row in _jsonl(run / "metrics.jsonl"):
+        for key, _ in PANELS:
+            if isinstance(row.get(key), int | float):
+                out[key].append([int(row["step"]), float(row[key])])
+    out["resets"] = [
+        int(e["step"]) for e in _jsonl(run / "events.jsonl") if e.get("event") == "reset"
+    ]
+    return out
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+    if len(values) < window:
+        return values
+    kernel = np.ones(window) / window
+    head = [values[: i + 1].mean() for i in range(window - 1)]
+    return np.concatenate([head, np.convolve(values, kernel, mode="valid")])
+
+
+def write_curves(runs: dict[str, Path], png: Path, data: Path) -> None:
+    """Plot every run (label -> run directory) into ``png``; the series into ``data``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    all_series = {label: series(run) for label, run in runs.items()}
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    colors = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]
+    for ax, (key, title) in zip(axes.ravel(), PANELS, strict=True):
+        for i, (label, s) in enumerate(all_series.items()):
+            pts = np.array(s[key], dtype=float).reshape(-1, 2)
+            if not len(pts):
+                continue
+            color = colors[i % len(colors)]
+            if key.startswith("eval/"):
+                ax.plot(pts[:, 0], pts[:, 1], "o-", ms=3, color=color, label=label)
+            else:
+                ax.plot(pts[:, 0], pts[:, 1], color=color, alpha=0.2, linewidth=0.8)
+                ax.plot(pts[:, 0], _smooth(pts[:, 1], SMOOTH), color=color, label=label)
+            for step in s["resets"]:
+                ax.axvline(step, color=color, linestyle=":", linewidth=0.8)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel():  # the first panel with data carries the legend
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+            break
+    fig.suptitle(
+        f"dotted lines: reference resets; per-step panels smoothed over {SMOOTH} steps", fontsize=9
+    )
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    data.write_text(json.dumps(all_series, indent=None) + "\n")
