@@ -394,6 +394,8 @@ def test_eval_task_config_stores_settings_and_refuses_others(tmp_path: Path) -> 
     assert main([*base, "--tasks", "rg/chain_sum", "--out", str(out)]) == 2
     assert store.results_path(out, "tiny", "rg/chain_sum").read_text() == before
     # a subset of the config's tasks, and a name the config lacks
-    assert main([*base, "--task-config", str(cfg), "--tasks", "rg/products", "--out", str(out)]) == 0
+    assert (
+        main([*base, "--task-config", str(cfg), "--tasks", "rg/products", "--out", str(out)]) == 0
+    )
     assert main([*base, "--task-config", str(cfg), "--tasks", "rg/lcm", "--out", str(out)]) == 2
     assert main([*base, "--out", str(out)]) == 2  # neither --tasks nor --task-config

@@ -293,7 +293,9 @@ class ReasoningGymTask:
         if self.answer == "last_number":
             found = last_number(strip_prompt(response, example.question))
             ok = found is not None and found == as_number(example.answer)
-            return Score(float(ok), "ok" if ok else ("wrong" if found is not None else "format"))
+            # the format of this reading is "a number of its own": its absence is a format miss
+            reason = "ok" if ok else ("wrong" if found is not None else "format")
+            return Score(float(ok), reason, formatted=found is not None)
         ds = self._dataset(str(example.meta.get("split", "train")))
         return score_response(self.dataset, ds.score_answer, response, example.meta["entry"])
 
