@@ -18,6 +18,7 @@ import torch
 
 from prorl.config import ConfigError
 from prorl.rl import chunked_entropy, selective_log_softmax
+from prorl.rl.head import head_logprobs
 
 
 @dataclass(frozen=True)
@@ -179,13 +180,22 @@ def response_logprobs(
     """Log-probs ``[B, R]`` (float32) of the response tokens under ``model`` with logits
     divided by ``temperature`` (as the sampler does), and optionally the entropy ``[B, R]``
     of that distribution (detached: it is a metric, not part of the loss). ``compile`` runs
-    the model through :func:`compiled`."""
+    the model through :func:`compiled`.
+
+    For the architectures in ``CHUNKED_HEAD`` the logits are never materialised: the LM
+    head is applied chunk by chunk inside :func:`prorl.rl.head.head_logprobs` (docs/gpu.md,
+    "Memory"); other models go through their full ``[B, R, V]`` logits."""
     device = policy_device(model)
     batch = batch.to(device)  # a no-op when the caller packed it there
     r_w = batch.response_ids.shape[1]
     net = compiled(model) if compile else model
-    with autocast(bf16, device.type), trainer_attention(model):
-        logits = net(
+    inner = getattr(model, "module", model)  # a DDP wrapper's module
+    with (
+        autocast(bf16, device.type),
+        trainer_attention(model),
+        logprob_head(inner, batch.response_ids, temperature, with_entropy) as head,
+    ):
+        out = net(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,
@@ -193,8 +203,10 @@ def response_logprobs(
             # the LM head only where a response token is predicted: at 140 prompt + 64
             # response tokens it was ~15% of the FLOPs spent on prompt positions for nothing
             logits_to_keep=r_w + 1,
-        ).logits  # [B, R+1, V]
-    logits = logits[:, :-1]  # [B, R, V] predictions of the response tokens
+        ).logits  # [B, R] log-probs with the chunked head, else [B, R+1, V] logits
+    if head is not None:
+        return out, head.take_entropy()
+    logits = out[:, :-1]  # [B, R, V] predictions of the response tokens
     # temperature applied chunk by chunk in float32 inside: no full [B, R, V] copy
     logprobs = selective_log_softmax(logits, batch.response_ids, temperature=temperature)
     entropy = None
@@ -202,3 +214,86 @@ def response_logprobs(
         with torch.no_grad():
             entropy = chunked_entropy(logits.detach(), temperature=temperature)  # [B, R]
     return logprobs, entropy
+
+
+# Causal LMs whose forward applies ``self.lm_head`` (an nn.Linear) last, to the final normed
+# hidden states, and returns its output as the logits untouched (transformers 5.x; no logit
+# soft-capping or scaling after it, as Gemma or Granite have): their head can be swapped for
+# the chunked log-prob computation. Matched through the MRO, since FSDP2 subclasses them.
+CHUNKED_HEAD = frozenset(
+    {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
+)
+
+
+class _LogProbHead(torch.nn.Module):
+    """Stands in for a model's LM head during a trainer pass: it is given the hidden states
+    ``[B, R+1, H]`` the head would get and returns the response log-probs ``[B, R]`` in the
+    logits' place.
+
+    Swapping the head, rather than calling the base model and the head separately, keeps the
+    whole pass inside the model's own forward: DDP's forward hooks (gradient sync) and FSDP2's
+    (the head's weight is gathered only during the forward) still apply. One instance per
+    model is kept and re-armed per pass, so a compiled forward's guards stay valid; its
+    forward runs eagerly there (a graph break)."""
+
+    def __init__(self, head: torch.nn.Linear) -> None:
+        super().__init__()
+        # a plain attribute, not a submodule: the model's parameter names do not change
+        object.__setattr__(self, "head", head)
+        self.request: tuple[torch.Tensor, float, bool] | None = None
+        self.entropy: torch.Tensor | None = None
+
+    @torch.compiler.disable
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        assert self.request is not None, "armed by logprob_head()"
+        ids, temperature, with_entropy = self.request
+        head: torch.nn.Linear = self.head  # type: ignore[assignment]
+        logprobs, self.entropy = head_logprobs(
+            hidden[:, :-1],
+            head.weight,
+            ids,
+            bias=head.bias,
+            temperature=temperature,
+            with_entropy=with_entropy,
+        )
+        return logprobs
+
+    def take_entropy(self) -> torch.Tensor | None:
+        """The last pass's entropy, dropping the module's reference to it."""
+        entropy, self.entropy = self.entropy, None
+        return entropy
+
+
+_HEADS: weakref.WeakKeyDictionary[Any, _LogProbHead] = weakref.WeakKeyDictionary()
+
+
+def chunked_head_supported(model: Any) -> bool:
+    """Whether :func:`response_logprobs` computes ``model``'s log-probs without logits."""
+    names = {c.__name__ for c in type(model).__mro__}
+    head = getattr(model, "lm_head", None)
+    return bool(names & CHUNKED_HEAD) and isinstance(head, (torch.nn.Linear, _LogProbHead))
+
+
+@contextlib.contextmanager
+def logprob_head(
+    model: Any, response_ids: torch.Tensor, temperature: float, with_entropy: bool
+) -> Iterator[_LogProbHead | None]:
+    """For the duration, ``model.lm_head`` returns the log-probs of ``response_ids``
+    (see :class:`_LogProbHead`); yields None, changing nothing, for other models."""
+    if not chunked_head_supported(model):
+        yield None
+        return
+    current = model.lm_head
+    if isinstance(current, _LogProbHead):
+        raise RuntimeError("response_logprobs is not re-entrant: the LM head is already swapped")
+    head = _HEADS.get(model)
+    if head is None or head.head is not current:
+        head = _LogProbHead(current)
+        _HEADS[model] = head
+    head.request, head.entropy = (response_ids, temperature, with_entropy), None
+    model.lm_head = head
+    try:
+        yield head
+    finally:
+        model.lm_head = current
+        head.request = None
