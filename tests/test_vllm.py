@@ -124,6 +124,52 @@ def test_update_weights_after_an_optimizer_step(engine):
     _assert_engine_matches_trainer(model, [prompt], again, 1.0)
 
 
+def _make_token_dominant(model, token):
+    """Edit ``model`` in place so that ``token`` is the next token after any input, by a
+    margin of thousands of nats. Dimension 0 of the residual stream carries a positive constant
+    (every embedding has 1000 there, ``token``'s 2000; no layer writes to it); the final norm
+    keeps only that dimension; with the head tied to the embedding, ``token``'s logit is
+    then twice every other's, both positive."""
+    with torch.no_grad():
+        emb = model.get_output_embeddings().weight  # [V, H], tied: also the input embedding
+        emb[:, 0] = 1000.0
+        emb[token, 0] = 2000.0
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight[0] = 0.0
+            layer.mlp.down_proj.weight[0] = 0.0
+        model.model.norm.weight.zero_()
+        model.model.norm.weight[0] = 1.0
+
+
+def test_samples_follow_the_weights_after_update_weights(engine):
+    """The engine samples from the weights it was last given: after a sync of weights that
+    make one token dominant every sampled token is that one (sampled at T = 1 and nearly
+    greedily), and after a sync of the original weights the samples are again exactly those
+    of the same seeds before the change."""
+    model, tok, sampler = engine
+    prompts = _prompts(tok, (2, 5))
+    sample, greedy = SamplingParams(1.0, 1.0, 6), SamplingParams(1e-4, 1.0, 6)
+    before = [sampler.generate(prompts, 4, p, seed=7) for p in (sample, greedy)]
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    token = 1000
+    assert token not in sampler.eos_ids
+    try:
+        _make_token_dominant(model, token)
+        sampler.update_weights(model)
+        for params in (sample, greedy):
+            out = sampler.generate(prompts, 4, params, seed=7)
+            ids = [t for g in out for s in g for t in s.token_ids]
+            assert len(ids) == 2 * 4 * 6 and set(ids) == {token}, ids
+            assert min(lp for g in out for s in g for lp in s.logprobs) > -1e-3
+    finally:
+        model.load_state_dict(original)
+        sampler.update_weights(model)
+    after = [sampler.generate(prompts, 4, p, seed=7) for p in (sample, greedy)]
+    flat = [[s.token_ids for g in out for s in g] for out in before]
+    assert [[s.token_ids for g in out for s in g] for out in after] == flat
+    assert any(set(ids) != {token} for ids in flat[0])  # the original weights did differ
+
+
 def test_samples_reproducible_and_independent_of_the_batch(engine):
     _, tok, sampler = engine
     prompts = _prompts(tok)

@@ -60,3 +60,49 @@ def test_sleep_mode_releases_memory_between_generate_and_update():
         "wake_up(kv_cache)", "generate", "sleep(1)",
         "wake_up(kv_cache,weights)", "generate", "sleep(1)",
     ]  # fmt: skip
+
+
+def test_cuda_cache_emptied_after_sleep_and_before_each_wake(monkeypatch):
+    """With CUDA (faked here), PyTorch's cached blocks go back to the driver right after vLLM
+    sleeps (the update gets the sampling's leftovers) and right before each wake-up (vLLM's
+    own allocator gets what the trainer freed)."""
+    pytest.importorskip("vllm")
+    from prorl.sampling.vllm import VLLMSampler
+
+    _, tok = load_policy("tiny")
+    model = small_llama(tok)
+    sampler = object.__new__(VLLMSampler)
+    llm = RecordingLLM()
+    sampler.llm, sampler.sleep, sampler._asleep = llm, True, set()
+    sampler.tokenizer, sampler.eos_ids, sampler.dtype = tok, [tok.eos_token_id], torch.float32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: llm.calls.append("empty_cache"))
+    prompts, params = [[1, 2, 3]], SamplingParams(1.0, 1.0, 4)
+    sampler.generate(prompts, 2, params, 0)
+    sampler.update_weights(model)
+    sampler.generate(prompts, 2, params, 0)
+    assert llm.calls == [
+        "generate",
+        "sleep(1)",
+        "empty_cache",
+        "empty_cache",
+        "wake_up(weights)",
+        "reload_weights",
+        "reset_prefix_cache",
+        "empty_cache",
+        "wake_up(kv_cache)",
+        "generate",
+        "sleep(1)",
+        "empty_cache",
+    ]
+
+
+def test_no_cuda_no_empty_cache(monkeypatch):
+    """On the CPU the release is a no-op: torch.cuda.empty_cache is never called."""
+    from prorl.sampling import vllm as vllm_mod
+
+    called = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: called.append(1))
+    vllm_mod._release_cached_blocks()
+    assert called == []

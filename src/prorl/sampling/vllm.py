@@ -227,6 +227,7 @@ class VLLMSampler:
         if self.sleep:  # the trainer's update comes next: give it the memory
             self.llm.sleep(level=1)  # weights kept in CPU memory: a skipped update is fine
             self._asleep = {"weights", "kv_cache"}
+            _release_cached_blocks()
         samples = [self._to_sample(o.outputs[0]) for o in outputs]
         return [samples[i * n : (i + 1) * n] for i in range(len(prompts))]
 
@@ -240,6 +241,7 @@ class VLLMSampler:
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def _wake(self, tags: list[str]) -> None:
+        _release_cached_blocks()  # before vLLM maps its weights / KV cache back in
         self.llm.wake_up(tags=tags)
         self._asleep -= set(tags)
 
@@ -250,6 +252,18 @@ class VLLMSampler:
         reason = "stop" if ids and ids[-1] in self.eos_ids else "length"
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         return Sample(tuple(ids), tuple(lps), text, reason)  # type: ignore[arg-type]
+
+
+def _release_cached_blocks() -> None:
+    """Hand the blocks PyTorch's caching allocator holds free back to the driver (on GPU).
+
+    vLLM's sleep mode maps its weights and KV cache through its own allocator (CUDA virtual
+    memory), outside PyTorch's cache: memory the trainer freed stays reserved by PyTorch
+    and invisible to vLLM unless it is emptied before a wake-up, and the sampling's own
+    temporaries, cached when vLLM goes to sleep, would otherwise stay reserved through the
+    update. A no-op without CUDA."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _named_tensors(model: Any, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
