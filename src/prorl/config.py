@@ -7,6 +7,7 @@ message naming the key, so a typo fails before anything is written. No torch her
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import types
 import typing
 from dataclasses import dataclass, field
@@ -126,9 +127,18 @@ class RolloutConfig:
         _check(self.max_rounds >= 1, "rollout.max_rounds", "must be >= 1")
 
 
+POLICY_LOSSES = ("ppo", "gspo", "cispo")
+ADVANTAGES = ("grpo", "reinforce++-baseline", "drgrpo", "rloo")
+
+
 @dataclass(frozen=True)
 class AlgoConfig:
-    advantage: str = "grpo"  # grpo | reinforce++-baseline | drgrpo
+    advantage: str = "grpo"  # grpo | reinforce++-baseline | drgrpo | rloo
+    # ppo: token-level clipped surrogate (GRPO/DAPO); gspo: clipped sequence ratio; cispo:
+    # REINFORCE with a clipped importance weight (docs/rl-maths.md, "Policy losses")
+    policy_loss: str = "ppo"
+    # The clip bounds of the loss's ratio: the token ratio (ppo), the sequence ratio (gspo:
+    # set ~3e-4 / 4e-4), the importance weight (cispo: eps_low >= 1 drops the lower bound).
     eps_low: float = 0.2
     eps_high: float = 0.4  # clip-higher (ProRL v1 0.4; v2 0.28)
     loss_agg: str = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
@@ -146,12 +156,17 @@ class AlgoConfig:
     is_high: float = 5.0
 
     def __post_init__(self) -> None:
-        adv = ("grpo", "reinforce++-baseline", "drgrpo")
-        _check(self.advantage in adv, "algo.advantage", f"choose one of {', '.join(adv)}")
+        adv = ", ".join(ADVANTAGES)
+        _check(self.advantage in ADVANTAGES, "algo.advantage", f"choose one of {adv}")
+        losses = ", ".join(POLICY_LOSSES)
+        _check(self.policy_loss in POLICY_LOSSES, "algo.policy_loss", f"choose one of {losses}")
         aggs = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
         _check(self.loss_agg in aggs, "algo.loss_agg", f"choose one of {', '.join(aggs)}")
         _check(self.kl_kind in ("k1", "k2", "k3"), "algo.kl_kind", "choose k1, k2 or k3")
-        _check(0 <= self.eps_low < 1, "algo.eps_low", "must be in [0, 1)")
+        if self.policy_loss == "cispo":  # a weight's lower bound 1 - eps_low <= 0: none
+            _check(self.eps_low >= 0, "algo.eps_low", "must be >= 0")
+        else:  # a clipped ratio must stay positive
+            _check(0 <= self.eps_low < 1, "algo.eps_low", "must be in [0, 1)")
         _check(self.eps_high >= 0, "algo.eps_high", "must be >= 0")
         _check(self.kl_coef >= 0, "algo.kl_coef", "must be >= 0")
         _check(self.mini_batches >= 1, "algo.mini_batches", "must be >= 1")
@@ -348,6 +363,43 @@ class ShapingConfig:
         )  # fmt: skip
 
 
+WANDB_MODES = ("offline", "online")
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (a slow import for wandb)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or blanked-out (sys.modules[name] = None) entry
+        return False
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Optional metric sinks beside ``metrics.jsonl``, ``events.jsonl`` and TensorBoard
+    (docs/logging.md)."""
+
+    # Weights & Biases: the same metrics (keys and steps), the resolved config and the events
+    wandb: bool = False
+    # offline: written under wandb_dir only, nothing needs the network (``wandb sync`` uploads
+    # later); online: streamed to the W&B server (needs ``wandb login``)
+    wandb_mode: str = "offline"
+    wandb_project: str = "prorl"
+    wandb_entity: str = ""  # empty: the account's default entity
+    wandb_name: str = ""  # the W&B run's name; empty: the run directory's name
+    wandb_dir: str = ""  # where wandb/ goes; empty: $WANDB_DIR, else the run directory
+
+    def __post_init__(self) -> None:
+        modes = ", ".join(WANDB_MODES)
+        _check(self.wandb_mode in WANDB_MODES, "logging.wandb_mode", f"choose one of {modes}")
+        # refused when the config is built: before a model loads or a run directory exists
+        _check(
+            not self.wandb or _installed("wandb"),
+            "logging.wandb",
+            "needs the wandb package: pip install 'prorl[wandb]' (or set logging.wandb=false)",
+        )
+
+
 # What a stage may change, by section (None: every key of the section). The rest of the
 # config (model, seed, batch shape, checkpoints...) is fixed for the whole run.
 STAGE_KEYS: dict[str, tuple[str, ...] | None] = {
@@ -409,6 +461,7 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     shaping: ShapingConfig = field(default_factory=ShapingConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     stages: tuple[StageConfig, ...] = ()  # empty: one stage, the config itself
 
     def __post_init__(self) -> None:

@@ -24,10 +24,10 @@ import torch
 from prorl import checkpoint as ckpt
 from prorl import rl
 from prorl import stages as st
-from prorl.config import Config, ShapingConfig
+from prorl.config import Config, ShapingConfig, to_dict
 from prorl.display import Display
 from prorl.health import HealthMonitor
-from prorl.metrics import MetricsWriter, append_jsonl
+from prorl.metrics import MetricsWriter, WandbLogger, append_jsonl
 from prorl.mixture import TaskMixture
 from prorl.models import encode_prompts
 from prorl.policy import pack, policy_device, response_logprobs, trainer_attention
@@ -251,6 +251,9 @@ def update_policy(state: TrainState, groups: list[Group], advantages: torch.Tens
                 ref.append(response_logprobs(state.ref, p, temp, bf16, compile=comp)[0])
 
     model = dp.model if dp else state.policy  # DDP's wrapper: its backward sums gradients
+    loss_fn = rl.POLICY_LOSSES[algo.policy_loss]  # ppo (clipped token ratio), gspo or cispo
+    logged: tuple[str, ...] = ("clipfrac", "clipfrac_high", "clipfrac_low", "ratio_max")
+    logged += ("approx_kl", *rl.EXTRA_STATS[algo.policy_loss])  # e.g. gspo's per sequence
     stats: dict[str, list[float]] = defaultdict(list)
     state.policy.train()
     for epoch in range(algo.epochs):
@@ -266,7 +269,7 @@ def update_policy(state: TrainState, groups: list[Group], advantages: torch.Tens
                     adv = advantages[m]  # [b]
                     record = epoch == 0 and weight[j] > 0
                     is_w = _sampler_mismatch(algo, old_lp, sampler_lp[j], mask, stats, record)
-                    pg, pg_stats = rl.policy_loss(
+                    pg, pg_stats = loss_fn(
                         logprobs, old_lp, adv, mask, algo.eps_low, algo.eps_high,
                         algo.loss_agg, cfg.rollout.max_new_tokens, is_weights=is_w, denom=denom,
                     )  # fmt: skip
@@ -285,7 +288,7 @@ def update_policy(state: TrainState, groups: list[Group], advantages: torch.Tens
                     continue
                 if ref:
                     stats["policy/kl"].append(float(rl.masked_mean(kl_tokens.detach(), mask)))
-                for k in ("clipfrac", "clipfrac_high", "clipfrac_low", "ratio_max", "approx_kl"):
+                for k in logged:
                     stats[f"policy/{k}"].append(pg_stats[k])
                 stats["loss/pg"].append(pg_stats["pg_loss"])
                 if entropy is not None:
@@ -443,6 +446,8 @@ def train_loop(
     cfg = state.base_cfg
     assert cfg is not None
     final: dict[str, float] = {}
+    if cfg.logging.wandb and (state.learner is None or state.learner.is_main):
+        writer.attach(start_wandb(cfg, writer.run_dir))  # before step 0's row; closed with it
     set_stage(state, fresh=state.step == 0)  # a resumed run finds its stage from its step
     if cfg.stages:
         display.set_stage(st.label(cfg, state.stage))
@@ -484,6 +489,21 @@ def train_loop(
             if state.stop_requested:
                 raise TrainingStopped(state.step, folder)
     return final
+
+
+def start_wandb(cfg: Config, run_dir: Path) -> WandbLogger:
+    """The W&B mirror of this run's metrics and events (``logging.*``), with the resolved
+    config (the run's, stages included)."""
+    lg = cfg.logging
+    return WandbLogger.start(
+        run_dir,
+        to_dict(cfg),
+        mode=lg.wandb_mode,
+        project=lg.wandb_project,
+        name=lg.wandb_name,
+        entity=lg.wandb_entity,
+        directory=lg.wandb_dir,
+    )
 
 
 def _resets_and_alarms(

@@ -1,4 +1,4 @@
-"""Pure tensor maths of the RL step: advantages, clipped loss, KL, filtering, entropy, shaping.
+"""Pure tensor maths of the RL step: advantages, policy losses, KL, filtering, entropy, shaping.
 
 No model code lives here; every function takes tensors and returns tensors (losses return
 ``(loss, stats)`` with ``stats`` a flat dict of python floats). Formulas and the choices the
@@ -11,11 +11,23 @@ from prorl.rl.advantages import (
     drgrpo_advantages,
     grpo_advantages,
     reinforce_pp_baseline_advantages,
+    rloo_advantages,
 )
 from prorl.rl.entropy import chunked_entropy, entropy_from_logits, selective_log_softmax
 from prorl.rl.filtering import DynamicBatch, informative_groups, is_informative
 from prorl.rl.kl import KL_ESTIMATORS, kl_penalty
-from prorl.rl.losses import AGG_MODES, aggregate, masked_mean, policy_loss, truncated_is_weights
+from prorl.rl.losses import (
+    AGG_MODES,
+    EXTRA_STATS,
+    POLICY_LOSSES,
+    PolicyLoss,
+    aggregate,
+    cispo_loss,
+    gspo_loss,
+    masked_mean,
+    policy_loss,
+    truncated_is_weights,
+)
 from prorl.rl.minibatch import plan_minibatches
 from prorl.rl.shaping import (
     cosine_eta,
@@ -28,15 +40,20 @@ from prorl.rl.shaping import (
 __all__ = [
     "ADVANTAGES",
     "AGG_MODES",
+    "EXTRA_STATS",
     "KL_ESTIMATORS",
+    "POLICY_LOSSES",
+    "PolicyLoss",
     "DynamicBatch",
     "aggregate",
     "chunked_entropy",
+    "cispo_loss",
     "compute_advantages",
     "cosine_eta",
     "drgrpo_advantages",
     "entropy_from_logits",
     "grpo_advantages",
+    "gspo_loss",
     "informative_groups",
     "is_informative",
     "kl_penalty",
@@ -45,6 +62,7 @@ __all__ = [
     "overlong_rewards",
     "policy_loss",
     "reinforce_pp_baseline_advantages",
+    "rloo_advantages",
     "selective_log_softmax",
     "shape_rewards",
     "plan_minibatches",

@@ -94,10 +94,31 @@ def reinforce_pp_baseline_advantages(rewards: Tensor, group_size: int, eps: floa
     return torch.where(const_rows, torch.zeros_like(adv), adv)  # [G*N]
 
 
+def rloo_advantages(rewards: Tensor, group_size: int) -> Tensor:
+    """RLOO (Kool et al. 2019; Ahmadian et al. 2024): ``A_i = r_i - mean_{j != i} r_j``.
+
+    Each sample's baseline is the mean of the *other* samples of its group, so it does not
+    depend on ``r_i`` itself (unbiased, unlike ``r_i - mean(group)``). Equivalently
+    ``N / (N - 1) * (r_i - mean(group))``: Dr.GRPO scaled up by ``N / (N - 1)``.
+    Example: ``[1, 0, 0, 0]`` -> ``[1 - 0, 0 - 1/3, 0 - 1/3, 0 - 1/3]``. A group of one has no
+    other sample to compare with and gives 0.
+    """
+    grouped = _grouped(rewards, group_size)  # [G, N]
+    if group_size < 2:
+        return torch.zeros_like(grouped).reshape(-1)  # [G*N]
+    const = _constant_groups(grouped)  # [G, 1]
+    # the leave-one-out mean straight from its definition: (group sum - r_i) / (N - 1)
+    others = (grouped.sum(dim=1, keepdim=True) - grouped) / (group_size - 1)  # [G, N]
+    adv = grouped - others  # [G, N]
+    adv = torch.where(const, torch.zeros_like(adv), adv)  # [G, N]
+    return adv.reshape(-1)  # [G*N]
+
+
 ADVANTAGES: dict[str, AdvantageFn] = {
     "grpo": grpo_advantages,
     "reinforce++-baseline": reinforce_pp_baseline_advantages,
     "drgrpo": drgrpo_advantages,
+    "rloo": rloo_advantages,
 }
 
 

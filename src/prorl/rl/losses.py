@@ -1,4 +1,5 @@
-"""PPO clipped surrogate with decoupled bounds, loss aggregation and truncated IS weights.
+"""Policy losses (PPO clipped surrogate with decoupled bounds, GSPO, CISPO), loss aggregation
+and truncated IS weights.
 
 Shapes: ``B`` responses, ``L`` response positions. ``mask`` is a binary ``[B, L]`` (bool, int or
 float 0/1) marking real response tokens. Values under ``mask == 0`` never reach the loss, its
@@ -7,7 +8,7 @@ gradient or the stats, even when they are ``inf`` or ``NaN`` (padding often hold
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -67,6 +68,19 @@ def aggregate(
     return per_seq.sum() / n_seq
 
 
+def _check_shapes(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor) -> None:
+    """The ``[B, L]`` / ``[B]`` contract every policy loss shares."""
+    if logprobs.shape != old_logprobs.shape or logprobs.shape != mask.shape:
+        raise ValueError(
+            f"logprobs {tuple(logprobs.shape)}, old_logprobs {tuple(old_logprobs.shape)} and "
+            f"mask {tuple(mask.shape)} must have the same [B, L] shape"
+        )
+    if advantages.shape != logprobs.shape[:1]:
+        raise ValueError(
+            f"advantages must be [B]={tuple(logprobs.shape[:1])}, got {tuple(advantages.shape)}"
+        )
+
+
 def policy_loss(
     logprobs: Tensor,
     old_logprobs: Tensor,
@@ -92,15 +106,7 @@ def policy_loss(
     ``rho - 1 - log rho`` (k3: non-negative, unbiased estimate of KL(pi_old || pi_theta) from
     samples of pi_old); ``pg_loss`` the returned loss; ``tokens`` the masked token count.
     """
-    if logprobs.shape != old_logprobs.shape or logprobs.shape != mask.shape:
-        raise ValueError(
-            f"logprobs {tuple(logprobs.shape)}, old_logprobs {tuple(old_logprobs.shape)} and "
-            f"mask {tuple(mask.shape)} must have the same [B, L] shape"
-        )
-    if advantages.shape != logprobs.shape[:1]:
-        raise ValueError(
-            f"advantages must be [B]={tuple(logprobs.shape[:1])}, got {tuple(advantages.shape)}"
-        )
+    _check_shapes(logprobs, old_logprobs, advantages, mask)
     if eps_low < 0 or eps_high < 0 or eps_low >= 1:
         raise ValueError(f"need 0 <= eps_low < 1 and eps_high >= 0, got {eps_low}, {eps_high}")
     keep = mask.bool()  # [B, L]
@@ -131,6 +137,170 @@ def policy_loss(
             "tokens": float(n.item()),
         }
     return loss, stats
+
+
+def gspo_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    eps_low: float,
+    eps_high: float,
+    agg: str = "token-mean",
+    max_tokens: int | None = None,
+    is_weights: Tensor | None = None,
+    denom: float | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """GSPO (Zheng et al. 2025): the clipped surrogate on a length-normalised sequence ratio.
+
+    ``s_i = exp(mean_t(logprobs - old_logprobs))`` over response ``i``'s masked tokens is
+    clipped to ``[1 - eps_low, 1 + eps_high]`` once per sequence (the paper uses ~3e-4/4e-4,
+    not PPO's 0.2). Written in the paper's GSPO-token form: every token carries
+    ``s_i_t = sg[s_i] * pi_theta(y_t) / sg[pi_theta(y_t)]`` (value ``s_i``, gradient
+    ``s_i * grad log pi_theta(y_t)``) and ``loss_t = -min(s_i_t * A, clip(s_i_t) * A)``, times
+    ``is_weights`` when given, reduced by :func:`aggregate`. With one advantage per response
+    and ``agg="seq-mean-token-mean"`` this is GSPO's sequence objective exactly, value and
+    gradient; other ``agg`` modes weight the sequences differently (``token-mean``: by length).
+
+    Stats: the common ones of :func:`policy_loss` (``clipfrac*`` = share of *tokens* whose
+    sequence was clipped, so whose gradient is 0; ``ratio_*`` and ``approx_kl`` from the token
+    ratios) plus ``seq_clipfrac`` / ``seq_clipfrac_high`` / ``seq_clipfrac_low`` (share of
+    sequences) and ``seq_ratio_mean`` / ``seq_ratio_max`` (of ``s_i``).
+    """
+    _check_shapes(logprobs, old_logprobs, advantages, mask)
+    if eps_low < 0 or eps_high < 0 or eps_low >= 1:
+        raise ValueError(f"need 0 <= eps_low < 1 and eps_high >= 0, got {eps_low}, {eps_high}")
+    keep = mask.bool()  # [B, L]
+    with torch.no_grad():
+        log_ratio = torch.where(keep, logprobs - old_logprobs, 0.0)  # [B, L]; pad -> 0
+        log_ratio = log_ratio.clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)  # [B, L]
+        seq_log_ratio = masked_mean(log_ratio, keep, dim=1)  # [B]; empty row -> 0
+    # sg[s_i] * pi / sg[pi] in log space: the value is log s_i, the gradient that of log pi_t
+    live = torch.where(keep, logprobs, 0.0)  # [B, L]; inf/NaN padding never enters autograd
+    ratio = torch.exp(seq_log_ratio.unsqueeze(1) + (live - live.detach()))  # [B, L]
+    adv = advantages.detach().to(ratio.dtype).unsqueeze(1)  # [B, 1]
+    unclipped = ratio * adv  # [B, L]
+    clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high) * adv  # [B, L]
+    loss_tokens = -torch.minimum(unclipped, clipped)  # [B, L]
+    if is_weights is not None:
+        loss_tokens = loss_tokens * is_weights.detach().to(loss_tokens.dtype)  # [B, L]
+    loss = aggregate(loss_tokens, mask, agg, max_tokens, denom)  # []
+
+    with torch.no_grad():
+        took_clip = keep & (clipped < unclipped)  # [B, L]; the same on all of a row's tokens
+        high = took_clip & (adv > 0)  # [B, L]  s_i > 1 + eps_high
+        low = took_clip & (adv < 0)  # [B, L]  s_i < 1 - eps_low
+        rows = keep.any(dim=1)  # [B] sequences with a response token
+        n_seq = rows.sum()
+        seq_ratio = torch.exp(seq_log_ratio)  # [B]
+        seq_max = float(torch.where(rows, seq_ratio, 0.0).max().item()) if n_seq > 0 else 0.0
+        token_ratio = torch.exp(log_ratio)  # [B, L]
+        n = keep.sum()
+        stats = {
+            "pg_loss": float(loss.detach().item()),
+            "clipfrac": float(masked_mean(took_clip.float(), keep).item()),
+            "clipfrac_high": float(masked_mean(high.float(), keep).item()),
+            "clipfrac_low": float(masked_mean(low.float(), keep).item()),
+            "ratio_mean": float(masked_mean(token_ratio, keep).item()),
+            "ratio_max": float(torch.where(keep, token_ratio, 0.0).max().item()) if n > 0 else 0.0,
+            "approx_kl": float(masked_mean(token_ratio - 1.0 - log_ratio, keep).item()),
+            "tokens": float(n.item()),
+            "seq_clipfrac": float(masked_mean(took_clip.any(dim=1).float(), rows).item()),
+            "seq_clipfrac_high": float(masked_mean(high.any(dim=1).float(), rows).item()),
+            "seq_clipfrac_low": float(masked_mean(low.any(dim=1).float(), rows).item()),
+            "seq_ratio_mean": float(masked_mean(seq_ratio, rows).item()),
+            "seq_ratio_max": seq_max,
+        }
+    return loss, stats
+
+
+def cispo_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    eps_low: float,
+    eps_high: float,
+    agg: str = "token-mean",
+    max_tokens: int | None = None,
+    is_weights: Tensor | None = None,
+    denom: float | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """CISPO (MiniMax-M1, 2025): REINFORCE with a clipped, stop-gradient importance weight.
+
+    Per token: ``r = exp(logprobs - old_logprobs)``, ``w = sg(clip(r, 1 - eps_low,
+    1 + eps_high))`` and ``loss_t = -w * A * logprobs``, times ``is_weights`` when given,
+    reduced by :func:`aggregate` (the paper: ``token-mean``). Unlike PPO no token loses its
+    gradient: clipping bounds the weight, not the update. ``eps_low >= 1`` means no lower bound
+    (the paper's setting); ``eps_low`` may exceed 1 here. The loss value is the surrogate
+    ``-w * A * log pi`` (its gradient is the policy gradient), not comparable with PPO's.
+
+    Stats: ``clipfrac`` share of tokens whose weight was clipped, whatever the sign of A
+    (``clipfrac_high``: r > 1 + eps_high, ``clipfrac_low``: r < 1 - eps_low); ``ratio_mean``,
+    ``ratio_max``, ``approx_kl``, ``pg_loss``, ``tokens`` as in :func:`policy_loss`; plus
+    ``is_weight_mean`` (mean of ``w``).
+    """
+    _check_shapes(logprobs, old_logprobs, advantages, mask)
+    if eps_low < 0 or eps_high < 0:
+        raise ValueError(f"need eps_low >= 0 and eps_high >= 0, got {eps_low}, {eps_high}")
+    keep = mask.bool()  # [B, L]
+    with torch.no_grad():  # the weight is a constant of the update: sg(.)
+        log_ratio = torch.where(keep, logprobs - old_logprobs, 0.0)  # [B, L]; pad -> r 1
+        log_ratio = log_ratio.clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)  # [B, L]
+        ratio = torch.exp(log_ratio)  # [B, L]
+        weight = ratio.clamp(1.0 - eps_low, 1.0 + eps_high)  # [B, L]
+    live = torch.where(keep, logprobs, 0.0)  # [B, L]; inf/NaN padding never enters autograd
+    adv = advantages.detach().to(live.dtype).unsqueeze(1)  # [B, 1]
+    loss_tokens = -weight.to(live.dtype) * adv * live  # [B, L]
+    if is_weights is not None:
+        loss_tokens = loss_tokens * is_weights.detach().to(loss_tokens.dtype)  # [B, L]
+    loss = aggregate(loss_tokens, mask, agg, max_tokens, denom)  # []
+
+    with torch.no_grad():
+        high = keep & (ratio > 1.0 + eps_high)  # [B, L]
+        low = keep & (ratio < 1.0 - eps_low)  # [B, L]
+        n = keep.sum()
+        stats = {
+            "pg_loss": float(loss.detach().item()),
+            "clipfrac": float(masked_mean((high | low).float(), keep).item()),
+            "clipfrac_high": float(masked_mean(high.float(), keep).item()),
+            "clipfrac_low": float(masked_mean(low.float(), keep).item()),
+            "ratio_mean": float(masked_mean(ratio, keep).item()),
+            "ratio_max": float(torch.where(keep, ratio, 0.0).max().item()) if n > 0 else 0.0,
+            "approx_kl": float(masked_mean(ratio - 1.0 - log_ratio, keep).item()),
+            "tokens": float(n.item()),
+            "is_weight_mean": float(masked_mean(weight, keep).item()),
+        }
+    return loss, stats
+
+
+class PolicyLoss(Protocol):
+    """The signature :func:`policy_loss`, :func:`gspo_loss` and :func:`cispo_loss` share."""
+
+    def __call__(
+        self,
+        logprobs: Tensor,
+        old_logprobs: Tensor,
+        advantages: Tensor,
+        mask: Tensor,
+        eps_low: float,
+        eps_high: float,
+        agg: str = "token-mean",
+        max_tokens: int | None = None,
+        is_weights: Tensor | None = None,
+        denom: float | None = None,
+    ) -> tuple[Tensor, dict[str, float]]: ...
+
+
+# ``algo.policy_loss`` -> the loss; ppo is the clipped token-level surrogate (GRPO/DAPO).
+POLICY_LOSSES: dict[str, PolicyLoss] = {"ppo": policy_loss, "gspo": gspo_loss, "cispo": cispo_loss}
+
+# The stats each loss reports beyond the common ones (the train step logs them as policy/<key>).
+EXTRA_STATS: dict[str, tuple[str, ...]] = {
+    "ppo": (),
+    "gspo": ("seq_clipfrac", "seq_clipfrac_high", "seq_clipfrac_low", "seq_ratio_max"),
+    "cispo": ("is_weight_mean",),
+}
 
 
 def truncated_is_weights(
