@@ -1,5 +1,5 @@
 # The two commands: `make run` (the default ProRL job) and `make test` (lint, types, tests).
-.PHONY: setup setup-vllm run test test-slow test-vllm lint bench clean
+.PHONY: setup setup-vllm run reproduce test test-slow test-vllm lint bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -10,6 +10,11 @@ setup-vllm:
 
 run: setup
 	.venv/bin/prorl train --preset cpu-smollm2 $(ARGS)
+
+# The reasoning-boundary study (docs/reproduction.md): hours on a 2-core CPU, resumable;
+# rerun the same command after an interruption. ARGS="--parts screen,base" runs a subset.
+reproduce: setup-vllm
+	.venv/bin/prorl reproduce cpu-boundary $(ARGS)
 
 lint: setup
 	.venv/bin/ruff check src tests bench

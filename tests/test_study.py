@@ -1,4 +1,5 @@
-"""prorl reproduce end to end in a tiny configuration: the tiny model, a few steps, small n.
+"""prorl reproduce end to end: the cpu-boundary study shrunk to the tiny model, a few steps
+and small n.
 
 Every part runs for real (child processes, the HF sampler): the screen, the base
 evaluation, a 4-step run with checkpoints, their evaluations, the ablation and the report.
@@ -13,45 +14,51 @@ import pytest
 import yaml
 
 from prorl.cli import main
-from prorl.config import ConfigError
-from prorl.study.config import load_study
+from prorl.config import ConfigError, load_config
+from prorl.study.config import load_study, study_path
 
-TRAIN = """
-seed: 0
-steps: 4
-tensorboard: false
-model: {name: tiny, bf16: false}
-data:
-  tasks:
-    - {name: rg/chain_sum, settings: {answer: last_number, min_terms: 2, max_terms: 2, max_digits: 1}}
-    - {name: rg/products, settings: {answer: last_number, min_terms: 2, max_terms: 2, max_digits: 1}}
-  val_tasks:
-    - {name: rg/chain_sum, settings: {answer: last_number, min_terms: 2, max_terms: 2, max_digits: 1}}
-    - {name: rg/products, settings: {answer: last_number, min_terms: 2, max_terms: 2, max_digits: 1}}
-    - {name: rg/lcm, settings: {answer: last_number, max_value: 12}}
-  val_problems: 2
-rollout: {prompts_per_step: 2, n: 4, max_new_tokens: 8, max_rounds: 1}
-algo: {micro_batch_size: 8}
-optim: {lr: 1.0e-4}
-eval: {every: 2, n: 2}
-checkpoint: {every: 2}
-verify: {workers: 1}
-"""
-
-SAMPLING = "{n: 4, problems: 2, split: test, max_new_tokens: 8, sampler: hf, dtype: float32, batch_size: 8}"
+SMALL = {
+    "n": 4,
+    "problems": 2,
+    "max_new_tokens": 8,
+    "sampler": "hf",
+    "dtype": "float32",
+    "batch_size": 8,
+}
+# The real study (src/prorl/configs/studies/cpu-boundary.yaml) and its presets, shrunk: the
+# tiny model, 4 steps, 2 problems x 4 samples. Everything else - tasks and their settings,
+# the recipe, the ablation's overrides, the screen's 21 tasks - is the study's own.
+TINY = [
+    "model.name=tiny",
+    "model.bf16=false",
+    "steps=4",
+    "rollout.sampler=hf",
+    "rollout.max_new_tokens=8",
+    "rollout.prompts_per_step=2",
+    "rollout.n=4",
+    "rollout.batch_size=8",
+    "algo.micro_batch_size=8",
+    "algo.truncated_is=false",
+    "data.val_problems=2",
+    "eval.every=2",
+    "eval.n=2",
+    "checkpoint.every=2",
+]
 
 
 def _study(tmp_path: Path) -> Path:
-    (tmp_path / "train.yaml").write_text(TRAIN)
-    study = tmp_path / "study.yaml"
-    study.write_text(
-        f"name: tiny\ntrain_preset: {tmp_path / 'train.yaml'}\nbase_model: tiny\n"
-        "checkpoints: [2, 4]\n"
-        "ablation_label: no-kl\nablation_overrides: ['algo.kl_coef=0']\n"
-        f"screen: {{task_config: {tmp_path / 'train.yaml'}, sampling: {SAMPLING}}}\n"
-        f"sampling: {SAMPLING}\n"
-        f"work_dir: {tmp_path / 'work'}\nresults_dir: {tmp_path / 'results'}\n"
+    real = yaml.safe_load(study_path("cpu-boundary").read_text())
+    real.update(
+        base_model="tiny",
+        train_overrides=TINY,
+        checkpoints=[2, 4],
+        screen={**real["screen"], "sampling": {**SMALL, "split": "val", "problems": 1}},
+        sampling={**SMALL, "split": "test"},
+        work_dir=str(tmp_path / "work"),
+        results_dir=str(tmp_path / "results"),
     )
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(real))
     return study
 
 
@@ -67,16 +74,20 @@ def test_tiny_study_end_to_end_then_resume(
         res / "ablation" / "metrics.jsonl"
     ).is_file()
     assert (res / "curves.png").stat().st_size > 0
+    validation = json.loads((res / "train" / "validation" / "summary.json").read_text())
+    assert validation["models"] == ["step_000000", "step_000002", "step_000004"]
     summary = json.loads((res / "report" / "summary.json").read_text())
     assert summary["models"] == ["base", "step_000002", "step_000004"]
-    assert [t["name"] for t in summary["tasks"]] == ["rg/chain_sum", "rg/products", "rg/lcm"]
-    counts = summary["counts"]["rg/lcm"]["step_000004"]
+    preset = load_config("cpu-boundary").data
+    names = list(dict.fromkeys(t.name for t in (*preset.tasks, *preset.val_tasks)))
+    assert [t["name"] for t in summary["tasks"]] == names
+    counts = summary["counts"][names[-1]]["step_000004"]
     assert counts["n"] == [4, 4] and len(counts["c"]) == 2
     assert summary["compute_fit"]["steps"] == [0, 2, 4]
     ablation = json.loads((res / "ablation-report" / "summary.json").read_text())
-    assert ablation["models"] == ["base", "no-kl"]
+    assert ablation["models"] == ["base", "no-kl-no-reset"]
     curves = json.loads((res / "curves.json").read_text())
-    assert set(curves) == {"ProRL recipe", "no-kl: algo.kl_coef=0"}
+    assert len(curves) == 2 and "ProRL recipe" in curves
     assert [p[0] for p in curves["ProRL recipe"]["eval/pass@1"]] == [0, 2, 4]
     # the ablation ran with its override, the main run without it
     ablation_cfg = yaml.safe_load((res / "ablation" / "config.yaml").read_text())
@@ -96,7 +107,7 @@ def test_bad_study_fails_before_anything_runs(
 ) -> None:
     study = _study(tmp_path)
     text = study.read_text()
-    study.write_text(text.replace("checkpoints: [2, 4]", "checkpoints: [4, 2]"))
+    study.write_text(text.replace("- 2\n- 4\n", "- 4\n- 2\n"))
     assert main(["reproduce", str(study)]) == 2
     assert "checkpoints" in capsys.readouterr().err
     assert not (tmp_path / "work").exists()

@@ -128,6 +128,10 @@ class StudyRunner:
                 ["train", "--preset", s.train_preset, "--run-dir", str(run), *overrides, *keep],
             )
         self._publish(run, self.results / part, RUN_FILES)
+        if (run / "eval" / "eval.json").is_file():  # the run's own validation, every step_N
+            self._prorl(
+                part, ["report", str(run), "--out", str(self.results / part / "validation")]
+            )
 
     def part_train(self) -> None:
         self._train("train", ablation=False)
