@@ -61,8 +61,8 @@ def _best_a(g: FloatArray, y: FloatArray, r0: float) -> FloatArray:
 
 
 def _grid_fit(c: FloatArray, y: FloatArray, r0: float, bs: FloatArray, mids: FloatArray) -> Fit:
-    bb, mm = np.meshgrid(bs, mids, indexing="ij")
-    bb, mm = bb.ravel(), mm.ravel()
+    grid_b, grid_m = np.meshgrid(bs, mids, indexing="ij")
+    bb, mm = grid_b.ravel(), grid_m.ravel()  # every (B, C_mid) pair, flat
     g = 1.0 / (1.0 + (mm[:, None] / c[None, :]) ** bb[:, None])  # [G, N]
     a = _best_a(g, y, r0)
     err = ((r0 + (a[:, None] - r0) * g - y[None, :]) ** 2).mean(axis=1)
