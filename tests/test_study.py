@@ -116,3 +116,32 @@ def test_bad_study_fails_before_anything_runs(
     assert not (tmp_path / "work").exists()
     with pytest.raises(ConfigError, match="not found"):
         load_study("no-such-study")
+
+
+def test_run_killed_before_its_first_checkpoint_starts_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prorl train refuses to start over a run directory and cannot resume one without a
+    checkpoint: the study sets such a run aside and starts it again, keeping its files."""
+    from prorl.study.run import StudyRunner
+
+    study = load_study(str(_study(tmp_path)))
+    runner = StudyRunner(study, log=lambda _: None)
+    calls: list[list[str]] = []
+    monkeypatch.setattr(runner, "_prorl", lambda part, args: calls.append(list(args)))
+    run = runner.run_dir()
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("seed: 0\n")
+    (run / "metrics.jsonl").write_text('{"step": 0}\n')
+    runner.part_train()
+    assert calls[0][:3] == ["train", "--preset", "cpu-boundary"]
+    (aside,) = run.parent.glob("run.no-checkpoint-*")
+    assert (aside / "metrics.jsonl").read_text() == '{"step": 0}\n'
+    # with a complete checkpoint the same part resumes instead
+    calls.clear()
+    ckpt = run / "checkpoints" / "step_00000050"
+    ckpt.mkdir(parents=True)
+    (ckpt / "COMPLETE").write_text("")
+    (run / "config.yaml").write_text("seed: 0\n")
+    runner.part_train()
+    assert calls[0] == ["train", "--resume", str(run)]

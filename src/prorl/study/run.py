@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from prorl.checkpoint import step_name
+from prorl.checkpoint import checkpoint_dirs, step_name
 from prorl.study.config import Study
 
 PARTS = ("screen", "base", "train", "checkpoints", "ablation", "report")
@@ -120,6 +120,12 @@ class StudyRunner:
         overrides = [*s.train_overrides, *(s.ablation_overrides if ablation else ())]
         # keep every evaluated checkpoint: milestones at the gcd of the evaluated steps
         keep = [f"checkpoint.milestones_every={_gcd(s.checkpoints)}"] if s.checkpoints else []
+        if (run / "config.yaml").is_file() and not checkpoint_dirs(run):
+            # killed before its first checkpoint: nothing to resume, and prorl train refuses
+            # to start over a run; set it aside (kept, for its logs) and start again
+            aside = run.with_name(f"{run.name}.no-checkpoint-{int(time.time())}")
+            run.rename(aside)
+            self.log(f"[{part}] {run} had no checkpoint to resume; moved to {aside}")
         if (run / "config.yaml").is_file():
             self._prorl(part, ["train", "--resume", str(run)])
         else:
