@@ -81,6 +81,30 @@ def _check_shapes(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, ma
         )
 
 
+def _token_stats(
+    loss: Tensor,
+    keep: Tensor,
+    ratio: Tensor,
+    log_ratio: Tensor,
+    clipped: Tensor,
+    high: Tensor,
+    low: Tensor,
+) -> dict[str, float]:
+    """The stats every policy loss reports, over the masked tokens (0 for an empty batch):
+    ``clipped``/``high``/``low`` mark the tokens each loss counts as clipped."""
+    n = keep.sum()
+    return {
+        "pg_loss": float(loss.detach().item()),
+        "clipfrac": float(masked_mean(clipped.float(), keep).item()),
+        "clipfrac_high": float(masked_mean(high.float(), keep).item()),
+        "clipfrac_low": float(masked_mean(low.float(), keep).item()),
+        "ratio_mean": float(masked_mean(ratio, keep).item()),
+        "ratio_max": float(torch.where(keep, ratio, 0.0).max().item()) if n > 0 else 0.0,
+        "approx_kl": float(masked_mean(ratio - 1.0 - log_ratio, keep).item()),
+        "tokens": float(n.item()),
+    }
+
+
 def policy_loss(
     logprobs: Tensor,
     old_logprobs: Tensor,
@@ -125,17 +149,7 @@ def policy_loss(
         took_clip = keep & (clipped < unclipped)  # [B, L]
         high = took_clip & (adv > 0)  # [B, L]  rho > 1 + eps_high
         low = took_clip & (adv < 0)  # [B, L]  rho < 1 - eps_low
-        n = keep.sum()
-        stats = {
-            "pg_loss": float(loss.detach().item()),
-            "clipfrac": float(masked_mean(took_clip.float(), keep).item()),
-            "clipfrac_high": float(masked_mean(high.float(), keep).item()),
-            "clipfrac_low": float(masked_mean(low.float(), keep).item()),
-            "ratio_mean": float(masked_mean(ratio, keep).item()),
-            "ratio_max": float(torch.where(keep, ratio, 0.0).max().item()) if n > 0 else 0.0,
-            "approx_kl": float(masked_mean(ratio - 1.0 - log_ratio, keep).item()),
-            "tokens": float(n.item()),
-        }
+        stats = _token_stats(loss, keep, ratio, log_ratio, took_clip, high, low)
     return loss, stats
 
 
@@ -195,16 +209,8 @@ def gspo_loss(
         seq_ratio = torch.exp(seq_log_ratio)  # [B]
         seq_max = float(torch.where(rows, seq_ratio, 0.0).max().item()) if n_seq > 0 else 0.0
         token_ratio = torch.exp(log_ratio)  # [B, L]
-        n = keep.sum()
-        stats = {
-            "pg_loss": float(loss.detach().item()),
-            "clipfrac": float(masked_mean(took_clip.float(), keep).item()),
-            "clipfrac_high": float(masked_mean(high.float(), keep).item()),
-            "clipfrac_low": float(masked_mean(low.float(), keep).item()),
-            "ratio_mean": float(masked_mean(token_ratio, keep).item()),
-            "ratio_max": float(torch.where(keep, token_ratio, 0.0).max().item()) if n > 0 else 0.0,
-            "approx_kl": float(masked_mean(token_ratio - 1.0 - log_ratio, keep).item()),
-            "tokens": float(n.item()),
+        stats = _token_stats(loss, keep, token_ratio, log_ratio, took_clip, high, low)
+        stats |= {
             "seq_clipfrac": float(masked_mean(took_clip.any(dim=1).float(), rows).item()),
             "seq_clipfrac_high": float(masked_mean(high.any(dim=1).float(), rows).item()),
             "seq_clipfrac_low": float(masked_mean(low.any(dim=1).float(), rows).item()),
@@ -259,18 +265,8 @@ def cispo_loss(
     with torch.no_grad():
         high = keep & (ratio > 1.0 + eps_high)  # [B, L]
         low = keep & (ratio < 1.0 - eps_low)  # [B, L]
-        n = keep.sum()
-        stats = {
-            "pg_loss": float(loss.detach().item()),
-            "clipfrac": float(masked_mean((high | low).float(), keep).item()),
-            "clipfrac_high": float(masked_mean(high.float(), keep).item()),
-            "clipfrac_low": float(masked_mean(low.float(), keep).item()),
-            "ratio_mean": float(masked_mean(ratio, keep).item()),
-            "ratio_max": float(torch.where(keep, ratio, 0.0).max().item()) if n > 0 else 0.0,
-            "approx_kl": float(masked_mean(ratio - 1.0 - log_ratio, keep).item()),
-            "tokens": float(n.item()),
-            "is_weight_mean": float(masked_mean(weight, keep).item()),
-        }
+        stats = _token_stats(loss, keep, ratio, log_ratio, high | low, high, low)
+        stats["is_weight_mean"] = float(masked_mean(weight, keep).item())
     return loss, stats
 
 

@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import reduce
+from math import gcd
 from pathlib import Path
 
 from prorl.checkpoint import checkpoint_dirs, step_name
@@ -119,7 +121,9 @@ class StudyRunner:
         run = self.run_dir(ablation)
         overrides = [*s.train_overrides, *(s.ablation_overrides if ablation else ())]
         # keep every evaluated checkpoint: milestones at the gcd of the evaluated steps
-        keep = [f"checkpoint.milestones_every={_gcd(s.checkpoints)}"] if s.checkpoints else []
+        keep = (
+            [f"checkpoint.milestones_every={reduce(gcd, s.checkpoints)}"] if s.checkpoints else []
+        )
         if (run / "config.yaml").is_file() and not checkpoint_dirs(run):
             # killed before its first checkpoint: nothing to resume, and prorl train refuses
             # to start over a run; set it aside (kept, for its logs) and start again
@@ -204,12 +208,3 @@ class StudyRunner:
             self._done(part).write_text(f"{time.time():.0f}\n")
             minutes = (time.monotonic() - t0) / 60
             self.log(f"[{part}] finished in {minutes:.1f} min; results in {self.results}")
-
-
-def _gcd(steps: Sequence[int]) -> int:
-    from math import gcd
-
-    g = 0
-    for s in steps:
-        g = gcd(g, s)
-    return g
