@@ -14,7 +14,7 @@ import pytest
 from prorl.tasks import get_task
 from prorl.tasks.files import FileTask, score_row
 from prorl.types import Example, Score
-from prorl.verify import registry
+from prorl.verify import list_verifiers, registry
 from test_data_loaders import VERL_ROWS, write_saved_dataset, write_verl_parquet
 
 # Each fake verifier returns a distinct reward, so a score shows which one was called.
@@ -25,7 +25,7 @@ FAKE_REWARDS = {"math": 0.1, "stem": 0.2, "stem_mc": 0.3, "code": 0.4, "ifeval":
 def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, Example]]]:
     """Registers fake verifiers under the real names for one test, then restores the
     registry (real verifiers, once they exist, come back untouched)."""
-    registry.list_verifiers()  # load the real ones first so they are restored afterwards
+    list_verifiers()  # load the real ones first so they are restored afterwards
     calls: list[tuple[str, Example]] = []
     for name, reward in FAKE_REWARDS.items():
 
@@ -46,14 +46,25 @@ MIXED = [
     {"question": "2+2?", "answer": 4, "data_source": "openai/gsm8k"},
     {"question": "Which gas? A) O2 B) N2", "answer": "B", "data_source": "Idavidrein/gpqa"},
     {"question": "Entropy of mixing?", "answer": "R ln 2", "data_source": "scp-116k"},
-    {"prompt": "Use 3 words.", "instruction_id_list": ["length:words"],
-     "kwargs": [{"num_words": 3, "relation": None}], "data_source": "google/IFEval"},
-    {"prompt": "def add(a, b):", "test": "assert add(1, 2) == 3", "entry_point": "add",
-     "data_source": "openai_humaneval"},
-    {"question": "Sum input.", "input_output": json.dumps({"inputs": ["1 2\n"], "outputs": ["3\n"]}),
-     "data_source": "codeparrot/apps"},
+    {
+        "prompt": "Use 3 words.",
+        "instruction_id_list": ["length:words"],
+        "kwargs": [{"num_words": 3, "relation": None}],
+        "data_source": "google/IFEval",
+    },
+    {
+        "prompt": "def add(a, b):",
+        "test": "assert add(1, 2) == 3",
+        "entry_point": "add",
+        "data_source": "openai_humaneval",
+    },
+    {
+        "question": "Sum input.",
+        "input_output": json.dumps({"inputs": ["1 2\n"], "outputs": ["3\n"]}),
+        "data_source": "codeparrot/apps",
+    },
     {"question": "Prove it.", "answer": "done", "data_source": "my_logic", "ability": "math"},
-]  # fmt: skip
+]
 
 
 def test_routes_each_row_by_data_source(tmp_path: Path, fakes: list) -> None:
@@ -152,8 +163,13 @@ def test_unroutable_and_malformed_rows(tmp_path: Path, fakes: list) -> None:
         ValueError,
         match="no usable training rows.*6 malformed.*:1: verifier 'nonexistent' is not registered",
     ):
-        get_task("file", path=str(tmp_path / "bad.jsonl"), on_error="skip", limit=1,
-                 data_source_map="gsm8k=nonexistent")  # fmt: skip
+        get_task(
+            "file",
+            path=str(tmp_path / "bad.jsonl"),
+            on_error="skip",
+            limit=1,
+            data_source_map="gsm8k=nonexistent",
+        )
 
 
 def test_skip_summary_logged_once(
@@ -213,13 +229,20 @@ def test_reward_fn_errors(tmp_path: Path) -> None:
 
 
 def test_hash_splits_are_disjoint_deduped_and_order_free(tmp_path: Path, fakes: list) -> None:
-    rows = [{"question": f"What is {i} + {i}?", "answer": str(2 * i), "data_source": "gsm"}
-            for i in range(300)]  # fmt: skip
+    rows = [
+        {"question": f"What is {i} + {i}?", "answer": str(2 * i), "data_source": "gsm"}
+        for i in range(300)
+    ]
     dupes = [dict(r, question=r["question"].replace(" ", "  ")) for r in rows[:40]]
-    a = get_task("file", path=jsonl(tmp_path / "a.jsonl", rows + dupes),
-                 val_fraction=0.2, test_fraction=0.1)  # fmt: skip
-    b = get_task("file", path=jsonl(tmp_path / "b.jsonl", (rows + dupes)[::-1]),
-                 val_fraction=0.2, test_fraction=0.1)  # fmt: skip
+    a = get_task(
+        "file", path=jsonl(tmp_path / "a.jsonl", rows + dupes), val_fraction=0.2, test_fraction=0.1
+    )
+    b = get_task(
+        "file",
+        path=jsonl(tmp_path / "b.jsonl", (rows + dupes)[::-1]),
+        val_fraction=0.2,
+        test_fraction=0.1,
+    )
 
     def questions(task: FileTask, split: str) -> set[str]:
         # Whitespace-normalised: file b keeps the double-spaced copy it meets first.
@@ -284,14 +307,18 @@ def test_no_torch_import() -> None:
 
 def test_real_math_and_ifeval_verifiers(tmp_path: Path) -> None:
     """End to end with the registered verifiers (skipped until they exist)."""
-    missing = {"math", "ifeval"} - set(registry.list_verifiers())
+    missing = {"math", "ifeval"} - set(list_verifiers())
     if missing:
         pytest.skip(f"verifiers not registered yet: {sorted(missing)}")
     rows = [
         {"problem": "What is 2+3?", "solution": "2+3 is $\\boxed{5}$.", "data_source": "MATH"},
-        {"prompt": "Answer in all caps.", "instruction_id_list": ["change_case:english_capital"],
-         "kwargs": [{}], "data_source": "google/IFEval"},
-    ]  # fmt: skip
+        {
+            "prompt": "Answer in all caps.",
+            "instruction_id_list": ["change_case:english_capital"],
+            "kwargs": [{}],
+            "data_source": "google/IFEval",
+        },
+    ]
     task = get_task("file", path=jsonl(tmp_path / "real.jsonl", rows), val_fraction=0.0)
     math_ex, if_ex = task.example(0), task.example(1)
     assert task.score("It is \\boxed{5}.", math_ex).reward == 1.0
@@ -322,8 +349,15 @@ def test_answer_format_and_reference_per_verifier(tmp_path: Path, fakes: list) -
     task = get_task("file", path=jsonl(tmp_path / "mixed.jsonl", MIXED), val_fraction=0.0)
     refs = [task.reference_response(task.example(i)) for i in range(len(MIXED))]
     # math, stem_mc, stem rows: the reference boxed; ifeval and code rows: no single reference.
-    assert refs == ["\\boxed{4}", "\\boxed{B}", "\\boxed{R ln 2}", None, None, None,
-                    "\\boxed{done}"]  # fmt: skip
+    assert refs == [
+        "\\boxed{4}",
+        "\\boxed{B}",
+        "\\boxed{R ln 2}",
+        None,
+        None,
+        None,
+        "\\boxed{done}",
+    ]
     # A file mixing formats: a trivial answer is written in each of them.
     assert task.format_answer("x") == "\\boxed{x}\n```python\nx\n```"
     math_rows = [r for r in MIXED if r.get("answer") == 4]

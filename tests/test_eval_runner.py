@@ -207,8 +207,19 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: Any) -> Non
         ],
     ]
     if not torch.cuda.is_available():  # refused before the model loads or anything is written
-        cases.append(["eval", "--model", "tiny", "--tasks", "evaltest/fake", "--out",
-                      str(tmp_path / "new"), "--device", "cuda"])  # fmt: skip
+        cases.append(
+            [
+                "eval",
+                "--model",
+                "tiny",
+                "--tasks",
+                "evaltest/fake",
+                "--out",
+                str(tmp_path / "new"),
+                "--device",
+                "cuda",
+            ]
+        )
     (tmp_path / "empty").mkdir()
     for argv in cases:
         assert main(argv) == 2, argv
@@ -339,12 +350,20 @@ def test_eval_self_check_refuses_or_excludes_a_leaky_task(tmp_path: Path) -> Non
     settings = EvalSettings(n=2, problems=2, chunk=2)
     args = dict(loader=lambda s: (_FakeSampler(), None, _encode), scorer=default_scorer)
     with pytest.raises(ValueError, match=r"evaltest/leaky: the empty response scores 1"):
-        run_evaluation(["m"], ["evaltest/fake", "evaltest/leaky"], tmp_path / "a", settings,
-                       log=None, **args)  # fmt: skip
+        run_evaluation(
+            ["m"], ["evaltest/fake", "evaltest/leaky"], tmp_path / "a", settings, log=None, **args
+        )
     assert not (tmp_path / "a").exists()  # refused before anything was written
     said: list[str] = []
-    new = run_evaluation(["m"], ["evaltest/fake", "evaltest/leaky"], tmp_path / "b", settings,
-                         log=said.append, self_check="exclude", **args)  # fmt: skip
+    new = run_evaluation(
+        ["m"],
+        ["evaltest/fake", "evaltest/leaky"],
+        tmp_path / "b",
+        settings,
+        log=said.append,
+        self_check="exclude",
+        **args,
+    )
     assert new == {"m": 2} and any("leaving out evaltest/leaky" in line for line in said)
     assert [t["name"] for t in store.read_manifest(tmp_path / "b")["tasks"]] == ["evaltest/fake"]
 
@@ -353,8 +372,8 @@ def test_pool_scorer_rebuilds_tasks_with_their_settings() -> None:
     """Verifier workers rebuild a task by name: without its settings an answer: last_number
     task would be scored as a tag task, and every untagged right answer would be 0."""
     from prorl.evaluate.runner import pool_scorer
+    from prorl.scoring import VerifierPool
     from prorl.tasks import get_task
-    from prorl.verify.pool import VerifierPool
 
     settings = {"answer": "last_number", "min_terms": 2, "max_terms": 2}
     task = get_task("rg/chain_sum", **settings)

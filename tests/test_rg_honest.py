@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from prorl.tasks.base import get_task
+from prorl.tasks import get_task
 from prorl.tasks.reasoning_gym import (
     _FINITE_TRAIN_SIZE,
     _PARSE_ERRORS_ARE_WRONG,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from prorl.scoring import ScoreTarget, VerifierPool
 from prorl.types import Example, Score
-from prorl.verify.pool import Scorer, VerifierPool
 
 DEADLINE = 2.0
 PLUGIN = "prorl_pool_test_plugin"
@@ -193,7 +193,7 @@ def test_workers_are_persistent_and_torch_free(pool: VerifierPool) -> None:
 
 
 def test_scorer_kinds(pool: VerifierPool) -> None:
-    mc = pool.score(Scorer.verifier("stem_mc"), ["Answer: B"], [ex("B")])
+    mc = pool.score(ScoreTarget.verifier("stem_mc"), ["Answer: B"], [ex("B")])
     fn = pool.score("prorl.verify.math:math_verifier", ["\\boxed{3}"], [ex("3")])
     assert mc[0].reward == fn[0].reward == 1.0
 
@@ -231,7 +231,7 @@ def test_close_stops_workers() -> None:
         p.score("math", ["\\boxed{1}"], [ex("1")])
 
 
-@pytest.mark.parametrize("module", ["prorl.verify", "prorl.tasks", "prorl.verify.pool"])
+@pytest.mark.parametrize("module", ["prorl.verify", "prorl.tasks", "prorl.scoring"])
 def test_import_leaves_torch_out(module: str) -> None:
     code = (
         f"import sys, {module}; from prorl.verify import list_verifiers; "

@@ -81,12 +81,12 @@ def _task_verifier_name(task: str) -> str:
 
 def _scorer(args: argparse.Namespace) -> tuple[Any, str]:
     """(scorer, verifier label); raises _InputError for an unknown task or verifier."""
+    from prorl.scoring import ScoreTarget, resolve_scorer
     from prorl.tasks import get_task
-    from prorl.verify.pool import Scorer, resolve_scorer
 
     if args.verifier:
         try:
-            return resolve_scorer(Scorer.verifier(args.verifier)), args.verifier
+            return resolve_scorer(ScoreTarget.verifier(args.verifier)), args.verifier
         except ValueError as e:
             raise _InputError(str(e)) from e
     try:
@@ -94,12 +94,12 @@ def _scorer(args: argparse.Namespace) -> tuple[Any, str]:
     except (ValueError, TypeError) as e:
         hint = "" if "unknown task" in str(e) else " (tasks that need settings: use --verifier)"
         raise _InputError(f"{e}{hint}") from e
-    return Scorer.task(args.task), _task_verifier_name(args.task)
+    return ScoreTarget.task(args.task), _task_verifier_name(args.task)
 
 
 def run(args: argparse.Namespace) -> int:
     """Score ``args.response`` against ``args.answer``; print one JSON object on stdout."""
-    from prorl.verify.pool import VerifierPool
+    from prorl.scoring import VerifierPool
 
     try:
         if not args.timeout > 0:

@@ -7,9 +7,7 @@ so an interrupted report never leaves half a file over a good one.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import html
 import json
 import os
 import tempfile
@@ -29,6 +27,7 @@ from prorl.evaluate.analysis import (
     problem_pass1,
     select_models,
 )
+from prorl.evaluate.doc import Doc
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;
@@ -58,48 +57,6 @@ def _floor_cell(f: Floor | None) -> str:
 
 def _opt_pct(x: float | None) -> str:
     return "-" if x is None else _pct(x)
-
-
-class _Doc:
-    """Accumulates the same content as HTML and as Markdown."""
-
-    def __init__(self) -> None:
-        self.html: list[str] = []
-        self.md: list[str] = []
-
-    def heading(self, text: str, level: int = 2) -> None:
-        self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
-        self.md.append(f"\n{'#' * level} {text}\n")
-
-    def para(self, text: str, cls: str = "") -> None:
-        attr = f' class="{cls}"' if cls else ""
-        self.html.append(f"<p{attr}>{html.escape(text)}</p>")
-        self.md.append(f"{text}\n")
-
-    def table(self, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-        body = []
-        for row in rows:
-            cells = []
-            for cell in row:
-                num = cell[:1].isdigit() or cell[:1] in "+-"
-                cls = f' class="{cell}"' if cell in ("diminish", "plateau", "sustained") else ""
-                cls = ' class="muted"' if cell == "unsolved" else cls  # no verdict
-                cls = ' class="num"' if num and not cls else cls
-                cells.append(f"<td{cls}>{html.escape(cell)}</td>")
-            body.append("<tr>" + "".join(cells) + "</tr>")
-        self.html.append(f"<table><tr>{head}</tr>{''.join(body)}</table>")
-        md_rows = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-        md_rows += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
-        self.md.append("\n".join(md_rows) + "\n")
-
-    def images(self, pngs: Sequence[tuple[str, bytes]]) -> None:
-        figs = [
-            f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,'
-            f'{base64.b64encode(png).decode()}"></figure>'
-            for alt, png in pngs
-        ]
-        self.html.append('<div class="grid">' + "".join(figs) + "</div>")
 
 
 def _results_rows(a: Analysis) -> list[list[str]]:
@@ -155,11 +112,11 @@ def _settings(a: Analysis) -> list[str]:
     ]
 
 
-def build(a: Analysis, extra: Callable[[_Doc], None] | None = None) -> _Doc:
+def build(a: Analysis, extra: Callable[[Doc], None] | None = None) -> Doc:
     """Lay out the report; every section is written to both HTML and Markdown. ``extra``
     adds sections after the comparison (the boundary study's)."""
     res, kmax = a.results, a.results.ks[-1]
-    doc = _Doc()
+    doc = Doc()
     doc.heading("prorl evaluation report", 1)
     doc.para(
         f"{res.directory} - generated {dt.datetime.now().isoformat(timespec='seconds')}", "muted"
@@ -209,7 +166,7 @@ def build(a: Analysis, extra: Callable[[_Doc], None] | None = None) -> _Doc:
     return doc
 
 
-def _floors(doc: _Doc, a: Analysis) -> None:
+def _floors(doc: Doc, a: Analysis) -> None:
     """Every trivial policy per task: success rate % (mean reward %)."""
     res = a.results
     doc.heading("Null floor: trivial responses per task (%)", 3)
@@ -247,7 +204,7 @@ def _floors(doc: _Doc, a: Analysis) -> None:
     doc.table(["task", "model", "problems", *names, "floor"], rows)
 
 
-def _comparison(doc: _Doc, a: Analysis) -> None:
+def _comparison(doc: Doc, a: Analysis) -> None:
     res, kmax = a.results, a.results.ks[-1]
     doc.heading("Comparison: base vs later models")
     if not a.comparisons:
@@ -306,7 +263,7 @@ def _comparison(doc: _Doc, a: Analysis) -> None:
         doc.para("None.")
 
 
-def _distribution(doc: _Doc, a: Analysis) -> None:
+def _distribution(doc: Doc, a: Analysis) -> None:
     res = a.results
     doc.heading("Distribution of per-problem pass@1")
     doc.para(

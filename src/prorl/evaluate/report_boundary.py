@@ -21,7 +21,7 @@ from prorl.evaluate.compute_fit import ComputeFit
 from prorl.evaluate.passk import successes
 
 if TYPE_CHECKING:
-    from prorl.evaluate.report import _Doc
+    from prorl.evaluate.doc import Doc
 
 LIST_LIMIT = 8  # problems listed per task and side in the report (summary.json has all)
 
@@ -35,7 +35,7 @@ def _change(c: PairedChange) -> str:
 
 
 def section(
-    doc: _Doc,
+    doc: Doc,
     a: Analysis,
     tbs: list[TaskBoundary],
     corrs: dict[str, Correlation],
@@ -125,7 +125,7 @@ def _listed(uids: list[str]) -> str:
     return " ".join(uids[:LIST_LIMIT]) + (" ..." if len(uids) > LIST_LIMIT else "")
 
 
-def _questions(doc: _Doc, a: Analysis, tbs: list[TaskBoundary]) -> None:
+def _questions(doc: Doc, a: Analysis, tbs: list[TaskBoundary]) -> None:
     """The questions of problems only the final model solved (strict), a few per task."""
     rows = []
     for tb in tbs:

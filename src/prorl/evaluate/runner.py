@@ -177,12 +177,12 @@ def default_scorer(task: Task, example: Example, texts: Sequence[str]) -> list[S
 def pool_scorer(pool: Any, settings: Mapping[str, Mapping[str, Any]] | None = None) -> Scorer:
     """Score with a ``VerifierPool`` (hard per-item deadlines; the task is rebuilt in the
     workers from its registry name and ``settings[name]``, so both must reach it)."""
-    from prorl.verify.pool import Scorer as Target
+    from prorl.scoring import ScoreTarget
 
     known = dict(settings or {})
 
     def score(task: Task, example: Example, texts: Sequence[str]) -> list[Score]:
-        target = Target.task(task.name, **known.get(task.name, {}))
+        target = ScoreTarget.task(task.name, **known.get(task.name, {}))
         return list(pool.score(target, list(texts), [example] * len(texts)))
 
     return score
@@ -277,9 +277,13 @@ def _row(
 
 
 def load_model(
-    spec: str, dtype: str = "float32", batch_size: int = 32, bf16: bool = False,
-    sampler: str = "hf", device: str = "auto",
-) -> tuple[Any, Any, Any]:  # fmt: skip
+    spec: str,
+    dtype: str = "float32",
+    batch_size: int = 32,
+    bf16: bool = False,
+    sampler: str = "hf",
+    device: str = "auto",
+) -> tuple[Any, Any, Any]:
     """(sampler, tokenizer, encode) for a model spec; ModelLoadError (a ValueError) if it fails,
     a ConfigError (also a ValueError) when ``sampler="vllm"`` but vllm is not installed.
 
@@ -373,7 +377,7 @@ def run_evaluation(
             engine, tokenizer, encode = load(spec)
             register_model(out, label, spec)
             if scorer is None:  # started after a model loaded: a bad model fails fast
-                from prorl.verify.pool import VerifierPool
+                from prorl.scoring import VerifierPool
 
                 pool = VerifierPool(timeout_s=verify_timeout_s)
                 scorer = pool_scorer(pool, task_settings)

@@ -2,7 +2,8 @@
 
 A task turns an index into an ``Example`` deterministically (item i of a split is rebuilt
 from (seed, i)) and scores a response with a plain verifier function. Register a factory
-with ``@register_task("name", domain=...)``; ``get_task(name, **settings)`` builds it.
+with ``@register_task("name", domain=...)``; ``prorl.tasks.get_task(name, **settings)``
+builds it, after importing every task module of the package. This module knows none of them.
 """
 
 from __future__ import annotations
@@ -86,13 +87,9 @@ def register_family(
     return deco
 
 
-def _load_builtin() -> None:
-    # Importing the modules runs their @register_task decorators.
-    from prorl.tasks import builtin  # noqa: F401
-
-
-def get_task(name: str, **settings: Any) -> Task:
-    _load_builtin()
+def build_task(name: str, **settings: Any) -> Task:
+    """``get_task`` over what is registered so far (``prorl.tasks.get_task`` loads the
+    built-in task modules first)."""
     if name in _REGISTRY:
         return _REGISTRY[name].factory(**settings)
     prefix, _, member = name.partition("/")
@@ -102,6 +99,12 @@ def get_task(name: str, **settings: Any) -> Task:
     raise UnknownTaskError(f"unknown task {name!r}; known tasks: {known} (see `prorl tasks`)")
 
 
-def list_tasks() -> list[TaskInfo]:
-    _load_builtin()
+def registered_tasks() -> list[TaskInfo]:
+    """The tasks and families registered so far (``prorl.tasks.list_tasks`` loads first)."""
     return [*_REGISTRY.values(), *_FAMILIES.values()]
+
+
+def is_registered(name: str) -> bool:
+    """Whether ``name`` is a task registered so far or ``prefix/<member>`` of a family."""
+    prefix, _, member = name.partition("/")
+    return name in _REGISTRY or bool(member and prefix in _FAMILIES)

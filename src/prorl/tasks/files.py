@@ -26,11 +26,12 @@ from prorl.data.schema import (
     refine,
 )
 from prorl.data.splits import SPLIT_ORDER, check_fractions, digest, split_of
-from prorl.tasks.base import SPLITS, list_tasks, register_task
+from prorl.tasks import list_tasks
+from prorl.tasks.base import SPLITS, register_task
 from prorl.tasks.code import fenced
 from prorl.tasks.math_gen import boxed
 from prorl.types import Example, Score
-from prorl.verify.registry import as_score, get_verifier, list_verifiers
+from prorl.verify import as_score, get_verifier, list_verifiers
 
 __all__ = ["FileTask", "load_rows", "score_row"]
 logger = logging.getLogger(__name__)

@@ -101,8 +101,16 @@ _END_PHRASES = (
 )
 _FIRST_WORDS = ("however", "first", "finally", "moreover", "today", "imagine", "remember")
 _FORBIDDEN = ("very", "really", "good", "thing", "important", "also", "just", "many", "nice")
-_LANGUAGES = {"fr": "French", "es": "Spanish", "de": "German", "it": "Italian",
-              "pt": "Portuguese", "nl": "Dutch", "sv": "Swedish", "pl": "Polish"}  # fmt: skip
+_LANGUAGES = {
+    "fr": "French",
+    "es": "Spanish",
+    "de": "German",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "nl": "Dutch",
+    "sv": "Swedish",
+    "pl": "Polish",
+}
 _SPLITERS = ("Section", "SECTION", "Part", "PART", "Chapter")
 _RELATIONS = ("less than", "at least")
 
@@ -119,35 +127,46 @@ SAMPLERS: dict[str, Sampler] = {
     "keywords:frequency": lambda r, kw: {"keyword": r.choice(kw), **_count(r, 3, "frequency")},
     "keywords:forbidden_words": lambda r, kw: {"forbidden_words": r.sample(_FORBIDDEN, 2)},
     "keywords:letter_frequency": lambda r, kw: {
-        "letter": r.choice("etaoinshrdlucmwyb"), **_count(r, 8, "let_frequency", "let_relation")},
+        "letter": r.choice("etaoinshrdlucmwyb"),
+        **_count(r, 8, "let_frequency", "let_relation"),
+    },
     "language:response_language": lambda r, kw: {"language": r.choice(sorted(_LANGUAGES))},
     "length_constraints:number_sentences": lambda r, kw: {
-        "num_sentences": r.randint(2, 8), "relation": r.choice(_RELATIONS)},
+        "num_sentences": r.randint(2, 8),
+        "relation": r.choice(_RELATIONS),
+    },
     "length_constraints:number_paragraphs": lambda r, kw: {"num_paragraphs": r.randint(2, 4)},
     "length_constraints:number_words": lambda r, kw: {
-        "num_words": r.choice(_NUMBER_WORDS), "relation": r.choice(_RELATIONS)},
+        "num_words": r.choice(_NUMBER_WORDS),
+        "relation": r.choice(_RELATIONS),
+    },
     "length_constraints:nth_paragraph_first_word": lambda r, kw: _nth_paragraph(r),
     "detectable_content:number_placeholders": lambda r, kw: {"num_placeholders": r.randint(1, 3)},
     "detectable_content:postscript": lambda r, kw: {
-        "postscript_marker": r.choice(("P.S.", "P.P.S"))},
+        "postscript_marker": r.choice(("P.S.", "P.P.S"))
+    },
     "detectable_format:number_bullet_lists": lambda r, kw: {"num_bullets": r.randint(2, 5)},
     "detectable_format:constrained_response": _no_kwargs,
     "detectable_format:number_highlighted_sections": lambda r, kw: {
-        "num_highlights": r.randint(1, 3)},
+        "num_highlights": r.randint(1, 3)
+    },
     "detectable_format:multiple_sections": lambda r, kw: {
-        "section_spliter": r.choice(_SPLITERS), "num_sections": r.randint(2, 4)},
+        "section_spliter": r.choice(_SPLITERS),
+        "num_sections": r.randint(2, 4),
+    },
     "detectable_format:json_format": _no_kwargs,
     "detectable_format:title": _no_kwargs,
     "combination:two_responses": _no_kwargs,
     "combination:repeat_prompt": _no_kwargs,  # prompt_to_repeat is filled in when rendering
     "startend:end_checker": lambda r, kw: {"end_phrase": r.choice(_END_PHRASES)},
     "change_case:capital_word_frequency": lambda r, kw: _count(
-        r, 5, "capital_frequency", "capital_relation"),
+        r, 5, "capital_frequency", "capital_relation"
+    ),
     "change_case:english_capital": _no_kwargs,
     "change_case:english_lowercase": _no_kwargs,
     "punctuation:no_comma": _no_kwargs,
     "startend:quotation": _no_kwargs,
-}  # fmt: skip
+}
 
 
 def _count(rng: random.Random, hi: int, key: str, rel_key: str = "relation") -> dict[str, Any]:
@@ -158,74 +177,102 @@ def _count(rng: random.Random, hi: int, key: str, rel_key: str = "relation") -> 
 
 def _nth_paragraph(rng: random.Random) -> dict[str, Any]:
     n = rng.randint(2, 4)
-    return {"num_paragraphs": n, "nth_paragraph": rng.randint(1, n),
-            "first_word": rng.choice(_FIRST_WORDS)}  # fmt: skip
+    return {
+        "num_paragraphs": n,
+        "nth_paragraph": rng.randint(1, n),
+        "first_word": rng.choice(_FIRST_WORDS),
+    }
 
 
 # kind -> wordings; fields are the kwargs plus those _render derives (cmp, times, lists).
 TEMPLATES: dict[str, tuple[str, ...]] = {
-    "keywords:existence": ("Include the keywords {keywords_quoted}.",
-                           "Make sure to use the words {keywords_and}."),
+    "keywords:existence": (
+        "Include the keywords {keywords_quoted}.",
+        "Make sure to use the words {keywords_and}.",
+    ),
     "keywords:frequency": ("The word '{keyword}' should appear {cmp} {times}.",),
-    "keywords:forbidden_words": ("Do not include the words {forbidden_or}.",
-                                 "Avoid using these words: {forbidden_list}."),
+    "keywords:forbidden_words": (
+        "Do not include the words {forbidden_or}.",
+        "Avoid using these words: {forbidden_list}.",
+    ),
     "keywords:letter_frequency": (
-        "The letter '{letter}' should appear {cmp} {times} in your response.",),
+        "The letter '{letter}' should appear {cmp} {times} in your response.",
+    ),
     "language:response_language": (
-        "Your entire response must be in {language_name}; no other language is allowed.",),
+        "Your entire response must be in {language_name}; no other language is allowed.",
+    ),
     "length_constraints:number_sentences": (
         "Your response should contain {cmp} {num_sentences} sentences.",
-        "Answer in {cmp} {num_sentences} sentences."),
+        "Answer in {cmp} {num_sentences} sentences.",
+    ),
     "length_constraints:number_paragraphs": (
         "There should be exactly {num_paragraphs} paragraphs, separated from each other with "
-        "the markdown divider: ***",),
-    "length_constraints:number_words": ("Answer with {cmp} {num_words} words.",
-                                        "Your response should be {cmp} {num_words} words long."),
+        "the markdown divider: ***",
+    ),
+    "length_constraints:number_words": (
+        "Answer with {cmp} {num_words} words.",
+        "Your response should be {cmp} {num_words} words long.",
+    ),
     "length_constraints:nth_paragraph_first_word": (
         "There should be exactly {num_paragraphs} paragraphs, separated by blank lines. "
-        "Paragraph {nth_paragraph} must start with the word '{first_word}'.",),
+        "Paragraph {nth_paragraph} must start with the word '{first_word}'.",
+    ),
     "detectable_content:number_placeholders": (
-        "Include at least {num_placeholders} placeholders in square brackets, such as [name].",),
+        "Include at least {num_placeholders} placeholders in square brackets, such as [name].",
+    ),
     "detectable_content:postscript": (
-        "At the end of your response, add a postscript starting with {postscript_marker}",),
+        "At the end of your response, add a postscript starting with {postscript_marker}",
+    ),
     "detectable_format:number_bullet_lists": (
         "Your answer must contain exactly {num_bullets} bullet points in markdown format, "
-        "such as:\n* This is a point.",),
+        "such as:\n* This is a point.",
+    ),
     "detectable_format:constrained_response": (
         "Answer with one of the following options: 'My answer is yes.', 'My answer is no.', "
-        "'My answer is maybe.'",),
+        "'My answer is maybe.'",
+    ),
     "detectable_format:number_highlighted_sections": (
         "Highlight at least {num_highlights} parts of your answer with markdown, for example "
-        "*highlighted part*.",),
+        "*highlighted part*.",
+    ),
     "detectable_format:multiple_sections": (
         "Your response must have {num_sections} sections. Mark the beginning of each section "
-        "with {section_spliter} X, such as: {section_spliter} 1",),
+        "with {section_spliter} X, such as: {section_spliter} 1",
+    ),
     "detectable_format:json_format": (
-        "Wrap your entire output in JSON format. You can use markdown ticks such as ```.",),
+        "Wrap your entire output in JSON format. You can use markdown ticks such as ```.",
+    ),
     "detectable_format:title": (
         "Your answer must contain a title, wrapped in double angular brackets, such as "
-        "<<poem of joy>>.",),
+        "<<poem of joy>>.",
+    ),
     "combination:two_responses": (
-        "Give two different responses. Separate the responses with 6 asterisk symbols: ******",),
+        "Give two different responses. Separate the responses with 6 asterisk symbols: ******",
+    ),
     "combination:repeat_prompt": (
         "First repeat the request above word for word without change, then give your answer. "
         "Do not say anything before repeating the request; the request to repeat does not "
-        "include this sentence.",),
+        "include this sentence.",
+    ),
     "startend:end_checker": (
         "Finish your response with this exact phrase: {end_phrase} No other words should "
-        "follow this phrase.",),
-    "change_case:capital_word_frequency": (
-        "Use words with all capital letters {cmp} {times}.",),
+        "follow this phrase.",
+    ),
+    "change_case:capital_word_frequency": ("Use words with all capital letters {cmp} {times}.",),
     "change_case:english_capital": (
-        "Your entire response should be in English, and in all capital letters.",),
+        "Your entire response should be in English, and in all capital letters.",
+    ),
     "change_case:english_lowercase": (
         "Your entire response should be in English, and in all lowercase letters. "
         "No capital letters are allowed.",
-        "Write everything in lowercase English letters; no capital letters at all."),
-    "punctuation:no_comma": ("Do not use any commas in your response.",
-                             "In your entire response, refrain from the use of any commas."),
+        "Write everything in lowercase English letters; no capital letters at all.",
+    ),
+    "punctuation:no_comma": (
+        "Do not use any commas in your response.",
+        "In your entire response, refrain from the use of any commas.",
+    ),
     "startend:quotation": ("Wrap your entire response with double quotation marks.",),
-}  # fmt: skip
+}
 
 
 def _render(kind: str, kw: dict[str, Any], rng: random.Random) -> str:
@@ -248,38 +295,74 @@ def _render(kind: str, kw: dict[str, Any], rng: random.Random) -> str:
 
 # Kinds that cannot be satisfied together (or only by absurd text): at most one per group.
 _EXCLUSIVE_GROUPS = (
-    ("change_case:english_capital", "change_case:english_lowercase",
-     "change_case:capital_word_frequency", "language:response_language"),
-    ("combination:repeat_prompt", "startend:quotation", "detectable_format:json_format",
-     "combination:two_responses"),
+    (
+        "change_case:english_capital",
+        "change_case:english_lowercase",
+        "change_case:capital_word_frequency",
+        "language:response_language",
+    ),
+    (
+        "combination:repeat_prompt",
+        "startend:quotation",
+        "detectable_format:json_format",
+        "combination:two_responses",
+    ),
     ("startend:end_checker", "startend:quotation", "detectable_format:json_format"),
-    ("detectable_format:json_format", "combination:two_responses",
-     "length_constraints:number_paragraphs", "length_constraints:nth_paragraph_first_word",
-     "detectable_format:multiple_sections", "detectable_format:constrained_response",
-     "length_constraints:number_sentences"),
-    ("length_constraints:number_sentences", "length_constraints:number_words",
-     "detectable_format:number_bullet_lists"),
-)  # fmt: skip
+    (
+        "detectable_format:json_format",
+        "combination:two_responses",
+        "length_constraints:number_paragraphs",
+        "length_constraints:nth_paragraph_first_word",
+        "detectable_format:multiple_sections",
+        "detectable_format:constrained_response",
+        "length_constraints:number_sentences",
+    ),
+    (
+        "length_constraints:number_sentences",
+        "length_constraints:number_words",
+        "detectable_format:number_bullet_lists",
+    ),
+)
 # Extra pairs: kind -> kinds it conflicts with.
 _CONFLICTS = {
-    "detectable_format:json_format": ("detectable_format:title", "punctuation:no_comma",
-        "detectable_format:number_bullet_lists", "detectable_content:postscript",
-        "detectable_format:number_highlighted_sections"),
-    "language:response_language": ("keywords:existence", "keywords:frequency",
-        "keywords:forbidden_words", "combination:repeat_prompt", "startend:end_checker",
-        "detectable_format:constrained_response"),
-    "change_case:english_lowercase": ("detectable_format:multiple_sections",
-        "detectable_content:postscript", "startend:end_checker", "combination:repeat_prompt",
-        "detectable_format:constrained_response"),
-    "change_case:english_capital": ("detectable_format:multiple_sections",
-        "detectable_format:constrained_response"),
+    "detectable_format:json_format": (
+        "detectable_format:title",
+        "punctuation:no_comma",
+        "detectable_format:number_bullet_lists",
+        "detectable_content:postscript",
+        "detectable_format:number_highlighted_sections",
+    ),
+    "language:response_language": (
+        "keywords:existence",
+        "keywords:frequency",
+        "keywords:forbidden_words",
+        "combination:repeat_prompt",
+        "startend:end_checker",
+        "detectable_format:constrained_response",
+    ),
+    "change_case:english_lowercase": (
+        "detectable_format:multiple_sections",
+        "detectable_content:postscript",
+        "startend:end_checker",
+        "combination:repeat_prompt",
+        "detectable_format:constrained_response",
+    ),
+    "change_case:english_capital": (
+        "detectable_format:multiple_sections",
+        "detectable_format:constrained_response",
+    ),
     # The repeated request counts towards the response: it may hold commas, the forbidden
     # words, capitals or more words than a length limit allows.
-    "combination:repeat_prompt": ("punctuation:no_comma", "keywords:forbidden_words",
-        "keywords:letter_frequency", "change_case:capital_word_frequency",
-        "change_case:english_capital", "length_constraints:number_words",
-        "length_constraints:number_sentences"),
-}  # fmt: skip
+    "combination:repeat_prompt": (
+        "punctuation:no_comma",
+        "keywords:forbidden_words",
+        "keywords:letter_frequency",
+        "change_case:capital_word_frequency",
+        "change_case:english_capital",
+        "length_constraints:number_words",
+        "length_constraints:number_sentences",
+    ),
+}
 
 
 def _conflict_pairs() -> frozenset[frozenset[str]]:
@@ -346,8 +429,10 @@ def words_needed(ids: Sequence[str], kwargs: Sequence[dict[str, Any]]) -> int:
         relation = kw.get("relation") or kw.get("let_relation") or kw.get("capital_relation")
         if kind == "length_constraints:number_sentences" and relation == "at least":
             structure = max(structure, _WORDS_PER_PART * kw["num_sentences"])
-        elif kind in ("length_constraints:number_paragraphs",
-                      "length_constraints:nth_paragraph_first_word"):  # fmt: skip
+        elif kind in (
+            "length_constraints:number_paragraphs",
+            "length_constraints:nth_paragraph_first_word",
+        ):
             structure = max(structure, _WORDS_PER_PART * kw["num_paragraphs"])
         elif kind == "detectable_format:number_bullet_lists":
             structure = max(structure, _WORDS_PER_PART * kw["num_bullets"])

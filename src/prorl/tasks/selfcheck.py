@@ -150,7 +150,7 @@ def default_check_names(seed: int = 0) -> list[str]:
     set and a fixed sample of the other reasoning-gym datasets (unsound ones left out)."""
     import random
 
-    from prorl.tasks.base import list_tasks
+    from prorl.tasks import list_tasks
     from prorl.tasks.reasoning_gym import OOD_TASKS, UNSOUND, available_datasets
 
     names = [
@@ -164,7 +164,7 @@ def default_check_names(seed: int = 0) -> list[str]:
 
 
 def _builds(name: str) -> bool:
-    from prorl.tasks.base import get_task
+    from prorl.tasks import get_task
 
     try:
         get_task(name)

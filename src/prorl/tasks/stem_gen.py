@@ -143,9 +143,13 @@ class StemGenTask:
     domain = "stem"
 
     def __init__(
-        self, *, seed: int = 0, val_size: int = 200, test_size: int = 200,
+        self,
+        *,
+        seed: int = 0,
+        val_size: int = 200,
+        test_size: int = 200,
         instruction: str = INSTRUCTION,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if val_size < 0 or test_size < 0:
             raise ValueError("stem-gen val_size and test_size must be >= 0")
         self.seed = seed

@@ -57,7 +57,11 @@ def _tokenizer() -> Any:
     return _TOK
 
 
-@register_task("toy-even", domain="toy", description="reward = share of even token ids (tests)",
-               verifier="token parity")  # fmt: skip
+@register_task(
+    "toy-even",
+    domain="toy",
+    description="reward = share of even token ids (tests)",
+    verifier="token parity",
+)
 def make_toy_task(seed: int = 0) -> EvenTokensTask:
     return EvenTokensTask(seed)

@@ -16,8 +16,8 @@ one of them is right. A box followed by any other words starts over, so a self-c
 
 math-verify's own timeout uses ``signal.alarm``: it raises outside the main thread and cannot
 interrupt C code. We call it with that timeout disabled; the hard deadline lives in one place,
-the process pool (``prorl.verify.pool``). Cheap guards below reject answers no reference could
-equal (megabyte answers, absurd nesting) before sympy ever sees them.
+the process pool (``prorl.scoring.pool``). Cheap guards below reject answers no reference
+could equal (megabyte answers, absurd nesting) before sympy ever sees them.
 """
 
 from __future__ import annotations

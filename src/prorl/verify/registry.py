@@ -1,21 +1,18 @@
 """Verifier registry: name -> plain function ``score(response, example) -> float | Score``.
 
 Verifier modules in this package register themselves with ``@register_verifier("name")``;
-they are discovered with pkgutil, so adding a verifier is adding a file. No torch here.
+``prorl.verify.get_verifier`` imports them all first, so adding a verifier is adding a file.
+This module knows none of them. No torch here.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 
 from prorl.types import Example, Score
 
 Verifier = Callable[[str, Example], "float | Score"]
 _VERIFIERS: dict[str, Verifier] = {}
-_SKIP = {"registry"}
-_loaded = False
 
 
 def register_verifier(name: str) -> Callable[[Verifier], Verifier]:
@@ -26,27 +23,16 @@ def register_verifier(name: str) -> Callable[[Verifier], Verifier]:
     return deco
 
 
-def _load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
-    import prorl.verify as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name not in _SKIP and not info.name.startswith("_"):
-            importlib.import_module(f"prorl.verify.{info.name}")
-    _loaded = True
-
-
-def get_verifier(name: str) -> Verifier:
-    _load_all()
+def find_verifier(name: str) -> Verifier:
+    """The verifier registered so far under ``name`` (``prorl.verify.get_verifier`` loads
+    the built-in ones first); ValueError naming the known ones."""
     if name not in _VERIFIERS:
         raise ValueError(f"unknown verifier {name!r}; known: {', '.join(sorted(_VERIFIERS))}")
     return _VERIFIERS[name]
 
 
-def list_verifiers() -> list[str]:
-    _load_all()
+def registered_verifiers() -> list[str]:
+    """The names registered so far, sorted (``prorl.verify.list_verifiers`` loads first)."""
     return sorted(_VERIFIERS)
 
 

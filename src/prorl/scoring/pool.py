@@ -37,13 +37,13 @@ from dataclasses import dataclass, fields
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
+from prorl.scoring.worker import ScoreTarget, resolve_scorer, score_one, worker_command
 from prorl.types import Example, Score
-from prorl.verify._worker import Scorer, resolve_scorer, score_one, worker_command
 
 __all__ = [
     "PoolStats",
     "ScoreItem",
-    "Scorer",
+    "ScoreTarget",
     "VerifierExecutor",
     "VerifierPool",
     "resolve_scorer",
@@ -59,7 +59,7 @@ _WORKER_ENV = {
 }
 
 
-ScoreItem = tuple["Scorer | str", str, Example]
+ScoreItem = tuple["ScoreTarget | str", str, Example]
 
 
 class VerifierExecutor(Protocol):
@@ -68,7 +68,7 @@ class VerifierExecutor(Protocol):
     def score_batch(self, items: Sequence[ScoreItem]) -> list[Score]: ...
 
     def score(
-        self, target: Scorer | str, responses: Sequence[str], examples: Sequence[Example]
+        self, target: ScoreTarget | str, responses: Sequence[str], examples: Sequence[Example]
     ) -> list[Score]: ...
 
     def close(self) -> None: ...
@@ -140,7 +140,7 @@ class _BatchRun:
 
     _counter = 0
 
-    def __init__(self, pool: VerifierPool, items: Sequence[tuple[Scorer, str, Example]]):
+    def __init__(self, pool: VerifierPool, items: Sequence[tuple[ScoreTarget, str, Example]]):
         _BatchRun._counter += 1
         self.batch_no = _BatchRun._counter
         self.pool = pool
@@ -310,7 +310,7 @@ class VerifierPool:
         self.last_batch = PoolStats()
         self._lock = threading.Lock()
         self._cache: dict[str, Callable[..., Any]] = {}
-        self._resolved: dict[str, Scorer] = {}
+        self._resolved: dict[str, ScoreTarget] = {}
         self._closed = False
         self._workers: list[_Worker] = [self.spawn_worker() for _ in range(self.max_workers)]
         self._finalizer = weakref.finalize(self, _shutdown, self._workers)
@@ -318,7 +318,7 @@ class VerifierPool:
     # -- public API
 
     def score(
-        self, target: Scorer | str, responses: Sequence[str], examples: Sequence[Example]
+        self, target: ScoreTarget | str, responses: Sequence[str], examples: Sequence[Example]
     ) -> list[Score]:
         """Score ``responses[i]`` against ``examples[i]`` with one verifier or task."""
         if len(responses) != len(examples):
@@ -392,8 +392,8 @@ class VerifierPool:
         self._workers[self._workers.index(w)] = new
         return new
 
-    def _resolve(self, target: Scorer | str) -> Scorer:
-        if isinstance(target, Scorer):
+    def _resolve(self, target: ScoreTarget | str) -> ScoreTarget:
+        if isinstance(target, ScoreTarget):
             return resolve_scorer(target)
         if target not in self._resolved:
             self._resolved[target] = resolve_scorer(target)

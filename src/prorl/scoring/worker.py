@@ -1,8 +1,9 @@
-"""The worker side of ``prorl.verify.pool``: what a scorer is, and the loop a worker runs.
+"""The worker side of ``prorl.scoring.pool``: what an item is scored with (a ``ScoreTarget``)
+and the loop a worker runs.
 
-Kept apart from the pool so the fork server preloads exactly what workers need. A scorer is
-rebuilt *by name* inside the worker (functions and task objects do not travel well between
-processes), and each worker caches what it built, so start-up is paid once per worker.
+A target is rebuilt *by name* inside the worker (functions and task objects do not travel
+well between processes), and each worker caches what it built, so start-up is paid once
+per worker.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from prorl.types import Example, Score
-from prorl.verify.registry import as_score, get_verifier, list_verifiers
+from prorl.verify import as_score, get_verifier, list_verifiers
 
-__all__ = ["Scorer", "resolve_scorer", "score_one"]
+__all__ = ["ScoreTarget", "resolve_scorer", "score_one"]
 
 
 @dataclass(frozen=True, eq=False)
-class Scorer:
+class ScoreTarget:
     """What scores an item, rebuilt by name inside the worker (functions don't pickle well,
     task objects can be heavy): a registered ``verifier``, a ``task`` built with
     ``get_task(name, **settings)`` (cached per worker), or an importable ``function``
@@ -37,16 +38,16 @@ class Scorer:
     settings: Mapping[str, Any] = field(default_factory=dict)
 
     @staticmethod
-    def verifier(name: str) -> Scorer:
-        return Scorer("verifier", name)
+    def verifier(name: str) -> ScoreTarget:
+        return ScoreTarget("verifier", name)
 
     @staticmethod
-    def task(name: str, **settings: Any) -> Scorer:
-        return Scorer("task", name, dict(settings))
+    def task(name: str, **settings: Any) -> ScoreTarget:
+        return ScoreTarget("task", name, dict(settings))
 
     @staticmethod
-    def function(path: str) -> Scorer:
-        return Scorer("function", path)
+    def function(path: str) -> ScoreTarget:
+        return ScoreTarget("function", path)
 
     @property
     def key(self) -> str:
@@ -65,11 +66,11 @@ def _load_function(path: str) -> Callable[[str, Example], Any]:
     return obj  # type: ignore[no-any-return]
 
 
-def resolve_scorer(target: Scorer | str) -> Scorer:
+def resolve_scorer(target: ScoreTarget | str) -> ScoreTarget:
     """A string names a registered verifier first (``math`` is both a verifier and a
     file-backed task that needs a path), then a task, then ``module:function``.
     Raises ValueError naming the problem for anything unknown."""
-    if isinstance(target, Scorer):
+    if isinstance(target, ScoreTarget):
         if target.kind not in ("verifier", "task", "function"):
             raise ValueError(f"unknown scorer kind {target.kind!r}")
         if target.kind == "verifier":
@@ -80,27 +81,25 @@ def resolve_scorer(target: Scorer | str) -> Scorer:
             _check_task_name(target.name)
         return target
     if target in list_verifiers():
-        return Scorer.verifier(target)
+        return ScoreTarget.verifier(target)
     if _is_task_name(target):
-        return Scorer.task(target)
+        return ScoreTarget.task(target)
     if ":" in target:
         _load_function(target)
-        return Scorer.function(target)
+        return ScoreTarget.function(target)
     _check_task_name(target)  # raises with the list of known tasks
     raise AssertionError("unreachable")
 
 
 def _is_task_name(name: str) -> bool:
-    from prorl.tasks.base import _FAMILIES, _REGISTRY, list_tasks
+    from prorl.tasks import is_task_name
 
-    list_tasks()
-    prefix, _, member = name.partition("/")
-    return name in _REGISTRY or bool(member and prefix in _FAMILIES)
+    return is_task_name(name)
 
 
 def _check_task_name(name: str) -> None:
     if not _is_task_name(name):
-        from prorl.tasks.base import UnknownTaskError
+        from prorl.tasks import UnknownTaskError
 
         verifiers = ", ".join(list_verifiers())
         raise UnknownTaskError(
@@ -108,13 +107,15 @@ def _check_task_name(name: str) -> None:
         )
 
 
-def _build(scorer: Scorer, cache: dict[str, Callable[[str, Example], Any]]) -> Callable[..., Any]:
+def _build(
+    scorer: ScoreTarget, cache: dict[str, Callable[[str, Example], Any]]
+) -> Callable[..., Any]:
     fn = cache.get(scorer.key)
     if fn is None:
         if scorer.kind == "verifier":
             fn = get_verifier(scorer.name)
         elif scorer.kind == "task":
-            from prorl.tasks.base import get_task
+            from prorl.tasks import get_task
 
             fn = get_task(scorer.name, **scorer.settings).score
         else:
@@ -124,7 +125,7 @@ def _build(scorer: Scorer, cache: dict[str, Callable[[str, Example], Any]]) -> C
 
 
 def score_one(
-    scorer: Scorer, response: str, example: Example, cache: dict[str, Callable[..., Any]]
+    scorer: ScoreTarget, response: str, example: Example, cache: dict[str, Callable[..., Any]]
 ) -> Score:
     """Score one item in this process. Never raises: a verifier exception is the harness's
     failure (INFRA_ERROR), running out of memory is the response's (MEMORY)."""
@@ -193,7 +194,7 @@ def serve(conn: Connection, imports: Sequence[str], memory_limit_mb: int | None)
 # forkserver children re-import the parent's __main__ (a training script importing torch).
 _BOOTSTRAP = (
     "import json, sys; cfg = json.loads(sys.argv[1]); sys.path[:0] = cfg['sys_path']; "
-    "from prorl.verify._worker import main; main(cfg)"
+    "from prorl.scoring.worker import main; main(cfg)"
 )
 
 
