@@ -31,12 +31,21 @@ from prorl.runtime import run_training
 
 def run(strategy: str, preset: str, steps: int, root: Path) -> dict[str, Any]:
     run_dir = root / strategy
-    cfg = load_config(preset, [
-        f"run_dir={run_dir}", f"steps={steps}", "checkpoint.every=0", "data.val_problems=0",
-        "scale.backend=ray", "scale.rollout_workers=2", "scale.learner_procs=2",
-        "scale.verifier_workers=1", "scale.cpus_per_worker=1",
-        f"scale.learner_strategy={strategy}",
-    ])  # fmt: skip
+    cfg = load_config(
+        preset,
+        [
+            f"run_dir={run_dir}",
+            f"steps={steps}",
+            "checkpoint.every=0",
+            "data.val_problems=0",
+            "scale.backend=ray",
+            "scale.rollout_workers=2",
+            "scale.learner_procs=2",
+            "scale.verifier_workers=1",
+            "scale.cpus_per_worker=1",
+            f"scale.learner_strategy={strategy}",
+        ],
+    )
     run_training(cfg, live=False)
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "time/update_s" in r][1:]  # the first step warms up
@@ -57,9 +66,13 @@ def main() -> None:
     params = sum(p.numel() for p in model.parameters())
     root = Path(tempfile.mkdtemp(prefix="bench-fsdp-"))
     out: dict[str, Any] = {
-        "preset": args.preset, "steps": args.steps, "machine": platform.machine(),
-        "cpus": os.cpu_count(), "torch": torch.__version__, "parameters": params,
-    }  # fmt: skip
+        "preset": args.preset,
+        "steps": args.steps,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "parameters": params,
+    }
     for strategy in ("ddp", "fsdp2"):
         out[strategy] = run(strategy, args.preset, args.steps, root)
         print(strategy, out[strategy], flush=True)

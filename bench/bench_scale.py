@@ -37,8 +37,14 @@ from prorl.tasks import get_task
 from prorl.types import SamplingParams
 
 
-def timed(sampler: Any, prompts: list[list[int]], n: int, params: SamplingParams,
-          seeds: list[int], repeats: int) -> tuple[list[float], Any]:  # fmt: skip
+def timed(
+    sampler: Any,
+    prompts: list[list[int]],
+    n: int,
+    params: SamplingParams,
+    seeds: list[int],
+    repeats: int,
+) -> tuple[list[float], Any]:
     sampler.generate(prompts, n, params, seeds)  # warm-up: first-call costs
     times, out = [], None
     for _ in range(repeats):
@@ -59,8 +65,11 @@ def main() -> None:
     ap.add_argument("--kv-cache-gb", type=float, default=0.5, help="vLLM's CPU KV cache")
     ap.add_argument("--out", default="scale.json", help="file name in bench/results")
     args = ap.parse_args()
-    common = [f"model.name={args.model}", f"rollout.sampler={args.sampler}",
-              f"rollout.vllm_kv_cache_gb={args.kv_cache_gb}"]  # fmt: skip
+    common = [
+        f"model.name={args.model}",
+        f"rollout.sampler={args.sampler}",
+        f"rollout.vllm_kv_cache_gb={args.kv_cache_gb}",
+    ]
 
     policy, tok = load_policy(args.model)
     task = get_task("rg/leg_counting")
@@ -85,17 +94,24 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
     try:
         for workers, cpus in ((1, 1), (2, 1)):
-            cfg = load_config(None, [*common, "scale.backend=ray",
-                                     f"scale.rollout_workers={workers}",
-                                     f"scale.cpus_per_worker={cpus}"])  # fmt: skip
+            cfg = load_config(
+                None,
+                [
+                    *common,
+                    "scale.backend=ray",
+                    f"scale.rollout_workers={workers}",
+                    f"scale.cpus_per_worker={cpus}",
+                ],
+            )
             sampler = RaySampler(cfg, policy)
             w = []
             for _ in range(args.repeats):
                 t0 = time.monotonic()
                 sampler.update_weights(policy)
                 w.append(time.monotonic() - t0)
-            t, outputs[f"ray{workers}"] = timed(sampler, prompts, args.n, params, seeds,
-                                                args.repeats)  # fmt: skip
+            t, outputs[f"ray{workers}"] = timed(
+                sampler, prompts, args.n, params, seeds, args.repeats
+            )
             results[f"ray_{workers}_workers"] = {"generate_s": t, "update_weights_s": w}
             sampler.close()
     finally:
@@ -108,8 +124,9 @@ def main() -> None:
     for r in results.values():
         r["median_s"] = statistics.median(r["generate_s"])
         r["tokens_per_s"] = tokens / r["median_s"]
-    local, one, two = (results[k]["median_s"] for k in
-                       ("local_1_threads", "ray_1_workers", "ray_2_workers"))  # fmt: skip
+    local, one, two = (
+        results[k]["median_s"] for k in ("local_1_threads", "ray_1_workers", "ray_2_workers")
+    )
     summary = {
         "model": args.model,
         "sampler": args.sampler,
@@ -118,7 +135,7 @@ def main() -> None:
             "n": args.n,
             "max_new_tokens": args.max_new_tokens,
             "tokens": tokens,
-        },  # fmt: skip
+        },
         "same_samples_everywhere": len({json.dumps(v) for v in ids.values()}) == 1,
         "ray_overhead_ratio": one / local,
         "two_vs_one_worker_speedup": one / two,
@@ -129,12 +146,16 @@ def main() -> None:
             "python": platform.python_version(),
             "torch": torch.__version__,
             "ray": ray.__version__,
-        },  # fmt: skip
+        },
     }
-    print(f"{tokens} tokens; local (1 thread) {local:.2f}s, Ray 1 worker {one:.2f}s, "
-          f"Ray 2 workers {two:.2f}s")  # fmt: skip
-    print(f"Ray overhead x{one / local:.2f}; 2 vs 1 worker speedup x{one / two:.2f}; "
-          f"same samples: {summary['same_samples_everywhere']}")  # fmt: skip
+    print(
+        f"{tokens} tokens; local (1 thread) {local:.2f}s, Ray 1 worker {one:.2f}s, "
+        f"Ray 2 workers {two:.2f}s"
+    )
+    print(
+        f"Ray overhead x{one / local:.2f}; 2 vs 1 worker speedup x{one / two:.2f}; "
+        f"same samples: {summary['same_samples_everywhere']}"
+    )
     out = Path(__file__).parent / "results" / args.out
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")

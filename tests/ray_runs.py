@@ -22,10 +22,18 @@ ROLLOUT_TEMPERATURE = 1.0
 def ray_config(run_dir: Path, *overrides: str) -> Config:
     return load_config(
         "debug",
-        [f"run_dir={run_dir}", "steps=2", "checkpoint.every=1", "checkpoint.keep_last=5",
-         "data.val_problems=1", "verify.workers=1", "scale.verifier_workers=1",
-         "scale.cpus_per_worker=1", *overrides],
-    )  # fmt: skip
+        [
+            f"run_dir={run_dir}",
+            "steps=2",
+            "checkpoint.every=1",
+            "checkpoint.keep_last=5",
+            "data.val_problems=1",
+            "verify.workers=1",
+            "scale.verifier_workers=1",
+            "scale.cpus_per_worker=1",
+            *overrides,
+        ],
+    )
 
 
 @contextlib.contextmanager

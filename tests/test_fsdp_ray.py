@@ -37,8 +37,12 @@ pytestmark = pytest.mark.ray
 # them); AdamW's first steps move each weight by about lr = 1e-4 whatever the gradient's
 # size, so rounding shows up in the weights well below that.
 ATOL = 1e-5
-FSDP2 = ("scale.backend=ray", "scale.rollout_workers=2", "scale.learner_procs=2",
-         "scale.learner_strategy=fsdp2")  # fmt: skip
+FSDP2 = (
+    "scale.backend=ray",
+    "scale.rollout_workers=2",
+    "scale.learner_procs=2",
+    "scale.learner_strategy=fsdp2",
+)
 
 
 def test_fsdp2_matches_one_process_and_its_checkpoint_resumes_under_any_strategy(
@@ -63,10 +67,12 @@ def test_fsdp2_matches_one_process_and_its_checkpoint_resumes_under_any_strategy
     b = torch.load(ckpt(single_dir, 2) / "trainer.pt", weights_only=True)["optimizer"]
     assert a["param_groups"] == b["param_groups"] and a["state"].keys() == b["state"].keys()
     for i in b["state"]:  # moments up to ~0.015 and ~2e-5; measured differences 5e-8, 2e-10
-        torch.testing.assert_close(a["state"][i]["exp_avg"], b["state"][i]["exp_avg"],
-                                   rtol=0, atol=1e-6)  # fmt: skip
-        torch.testing.assert_close(a["state"][i]["exp_avg_sq"], b["state"][i]["exp_avg_sq"],
-                                   rtol=0, atol=1e-9)  # fmt: skip
+        torch.testing.assert_close(
+            a["state"][i]["exp_avg"], b["state"][i]["exp_avg"], rtol=0, atol=1e-6
+        )
+        torch.testing.assert_close(
+            a["state"][i]["exp_avg_sq"], b["state"][i]["exp_avg_sq"], rtol=0, atol=1e-9
+        )
         assert a["state"][i]["step"] == b["state"][i]["step"]
 
     # Step 3 from the FSDP2 checkpoint: one process, two DDP learners, two FSDP2 learners
@@ -91,8 +97,12 @@ def test_fsdp2_matches_one_process_and_its_checkpoint_resumes_under_any_strategy
     # Two rollout workers split the prompts, so each decodes a smaller batch whose matmuls
     # round differently: where two tokens are nearly tied a sample can flip (seen once: 1
     # of 16 samples parted after 8 tokens, with the same rewards). All others must match.
-    pairs = [(a, b) for x, y in zip(one["ids"], fsdp["ids"], strict=True)
-             for gx, gy in zip(x, y, strict=True) for a, b in zip(gx, gy, strict=True)]  # fmt: skip
+    pairs = [
+        (a, b)
+        for x, y in zip(one["ids"], fsdp["ids"], strict=True)
+        for gx, gy in zip(x, y, strict=True)
+        for a, b in zip(gx, gy, strict=True)
+    ]
     assert sum(a != b for a, b in pairs) <= 1, "more than one sample parted"
     assert one["rewards"] == ddp["rewards"] == fsdp["rewards"]
     assert_close(p_ddp, p_one, ATOL)
@@ -102,8 +112,15 @@ def test_fsdp2_matches_one_process_and_its_checkpoint_resumes_under_any_strategy
 def test_fsdp2_reset_gives_zero_kl_on_the_next_step(cluster: None, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     # one mini-batch per step: the step's KL is measured before its update
-    cfg = ray_config(run_dir, *FSDP2, "steps=3", "reset.every=2", "algo.mini_batches=1",
-                  "algo.kl_coef=0.01", "scale.rollout_workers=1")  # fmt: skip
+    cfg = ray_config(
+        run_dir,
+        *FSDP2,
+        "steps=3",
+        "reset.every=2",
+        "algo.mini_batches=1",
+        "algo.kl_coef=0.01",
+        "scale.rollout_workers=1",
+    )
     run_training(cfg, live=False)
     kl = {
         r["step"]: r["policy/kl"] for r in read_jsonl(run_dir / "metrics.jsonl") if "policy/kl" in r
@@ -122,8 +139,15 @@ def test_fsdp2_reset_to_a_kept_checkpoint_loads_it_into_the_sharded_reference(
     # score, read by every rank into its shards. The score is the entropy, which RL lowers
     # from step to step here: the best is step 1 or 2, whose checkpoints are kept (the
     # validation reward rises, so its best would be step 3, not saved yet: the policy).
-    cfg = ray_config(run_dir, *FSDP2, "steps=4", "reset.every=3", "reset.target=best",
-                  "reset.eval_metric=policy/entropy", "scale.rollout_workers=1")  # fmt: skip
+    cfg = ray_config(
+        run_dir,
+        *FSDP2,
+        "steps=4",
+        "reset.every=3",
+        "reset.target=best",
+        "reset.eval_metric=policy/entropy",
+        "scale.rollout_workers=1",
+    )
     run_training(cfg, live=False)
     resets = [e for e in read_jsonl(run_dir / "events.jsonl") if e["event"] == "reset"]
     assert [e["step"] for e in resets] == [3]

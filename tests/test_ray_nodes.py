@@ -27,16 +27,35 @@ def test_two_node_cluster_joined_by_address_spreads_workers(tmp_path: Path) -> N
         # the real CLI as a user runs it against a running cluster (scale.address), with
         # every group's bundles on distinct nodes (STRICT_SPREAD)
         proc = subprocess.run(
-            [sys.executable, "-m", "prorl.cli", "train", "--preset", "debug",
-             "--run-dir", str(run), "steps=2", "scale.backend=ray",
-             f"scale.address={cluster.address}", "scale.placement=STRICT_SPREAD",
-             "scale.rollout_workers=2", "scale.verifier_workers=2", "scale.learner_procs=2"],
-            capture_output=True, text=True, timeout=900,
-            env={**os.environ, "OMP_NUM_THREADS": "1", "RAY_memory_monitor_refresh_ms": "0",
-                 # this sandbox refuses connections to its own non-loopback address, to which
-                 # ray.init rewrites a 127.0.0.1 address unless told it runs no real cluster
-                 "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "prorl.cli",
+                "train",
+                "--preset",
+                "debug",
+                "--run-dir",
+                str(run),
+                "steps=2",
+                "scale.backend=ray",
+                f"scale.address={cluster.address}",
+                "scale.placement=STRICT_SPREAD",
+                "scale.rollout_workers=2",
+                "scale.verifier_workers=2",
+                "scale.learner_procs=2",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={
+                **os.environ,
+                "OMP_NUM_THREADS": "1",
+                "RAY_memory_monitor_refresh_ms": "0",
+                # this sandbox refuses connections to its own non-loopback address, to which
+                # ray.init rewrites a 127.0.0.1 address unless told it runs no real cluster
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            },
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "learner ranks on 2 node(s)" in proc.stdout
         nodes = {n.node_id for n in cluster.list_all_nodes()}

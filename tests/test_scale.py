@@ -43,7 +43,7 @@ def test_rank_scratch_removes_only_dead_ranks_leftovers(tmp_path) -> None:
     import subprocess
     import sys
 
-    from prorl.scale import _host_tag, rank_scratch
+    from prorl.scale.launch import _host_tag, rank_scratch
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a real pid whose process is gone

@@ -51,8 +51,9 @@ def test_two_rollout_workers_and_two_learners_match_one_process_then_resume(
 ) -> None:
     ref_dir, ref = reference
     run_dir = tmp_path / "run"
-    cfg = ray_config(run_dir, "scale.backend=ray", "scale.rollout_workers=2",
-                  "scale.learner_procs=2")  # fmt: skip
+    cfg = ray_config(
+        run_dir, "scale.backend=ray", "scale.rollout_workers=2", "scale.learner_procs=2"
+    )
     with recording(RaySampler) as rec:
         run_training(cfg, live=False)
     calls = len(rec["ids"])
@@ -71,12 +72,14 @@ def test_two_rollout_workers_and_two_learners_match_one_process_then_resume(
     # by float rounding, ~1e-7, and a sampled token near a CDF boundary can flip.)
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
-    cfg = load_run_config(run_dir, ["steps=3", "scale.rollout_workers=1",
-                                    "scale.verifier_workers=2"])  # fmt: skip
+    cfg = load_run_config(
+        run_dir, ["steps=3", "scale.rollout_workers=1", "scale.verifier_workers=2"]
+    )
     with recording(RaySampler) as rec2:
         run_training(cfg, live=False)
-    single = load_run_config(copy, [f"run_dir={copy}", "steps=3", "scale.backend=local",
-                                    "scale.learner_procs=1"])  # fmt: skip
+    single = load_run_config(
+        copy, [f"run_dir={copy}", "steps=3", "scale.backend=local", "scale.learner_procs=1"]
+    )
     with recording(HFSampler) as rec3:
         run_training(single, live=False)
     assert rec2["ids"] and rec2["ids"] == rec3["ids"] and rec2["rewards"] == rec3["rewards"]
@@ -97,7 +100,7 @@ def test_rollout_worker_killed_mid_step_is_replaced_and_step_completes(
     def generate_and_kill(self: RaySampler, prompts: Any, n: int, params: Any, seed: Any) -> Any:
         if params.temperature != ROLLOUT_TEMPERATURE or killed:
             return generate(self, prompts, n, params, seed)
-        run = self.group.run
+        run = self.actor_pool.run
 
         def run_and_kill(shares: Any, call: Any, prepare: Any = None) -> Any:
             def call_then_kill(actor: Any, share: Any) -> Any:
@@ -109,11 +112,11 @@ def test_rollout_worker_killed_mid_step_is_replaced_and_step_completes(
 
             return run(shares, call_then_kill, prepare)
 
-        self.group.run = run_and_kill  # type: ignore[method-assign]
+        self.actor_pool.run = run_and_kill  # type: ignore[method-assign]
         try:
             return generate(self, prompts, n, params, seed)
         finally:
-            del self.group.run
+            del self.actor_pool.run
 
     with pytest.MonkeyPatch.context() as mp, recording(RaySampler) as rec:
         mp.setattr(RaySampler, "generate", generate_and_kill)
@@ -137,8 +140,9 @@ def test_learner_rank_death_stops_with_a_checkpoint_then_resumes(
     from prorl.scale import LearnerFailed, Scale
 
     run_dir = tmp_path / "run"
-    cfg = ray_config(run_dir, "steps=3", "scale.backend=ray", "scale.learner_procs=2",
-                  "scale.rollout_workers=1")  # fmt: skip
+    cfg = ray_config(
+        run_dir, "steps=3", "scale.backend=ray", "scale.learner_procs=2", "scale.rollout_workers=1"
+    )
     scales: list[Scale] = []
     start, step = Scale.start.__func__, prorl.train.rl_step  # type: ignore[attr-defined]
 

@@ -21,16 +21,25 @@ ARGS = ["--preset", "debug", "steps=2", "checkpoint.every=1", "verify.workers=1"
 def _cli(launcher: list[str], run_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*launcher, "-m", "prorl.cli", "train", "--run-dir", str(run_dir), *ARGS],
-        capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def test_two_torchrun_ranks_match_one_process(tmp_path: Path) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
     proc = _cli([sys.executable], one)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc-per-node", "2"]  # fmt: skip
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+    ]
     proc = _cli(torchrun, two)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("held-out success rate") == 1  # rank 0 alone reports
@@ -57,12 +66,21 @@ def test_first_validation_stopped_in_one_process_resumes_on_two_ranks(tmp_path: 
     run = tmp_path / "run"
     before = stop_in_first_validation(run, tmp_path, 100)
     results = run / "eval" / "results" / "step_000000" / "rg__leg_counting.jsonl"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc-per-node", "2"]  # fmt: skip
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+    ]
     res = subprocess.run(
         [*torchrun, "-m", "prorl.cli", "train", "--resume", str(run), "steps=1"],
-        capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     after = results.read_text().splitlines()
     assert after[: len(before)] == before

@@ -20,8 +20,12 @@ from prorl.scale.workers import RaySampler  # noqa: E402  (needs ray)
 
 pytestmark = pytest.mark.ray
 # vLLM's CPU attention needs a head size of 32 or more: the tiny model's is 16
-VLLM = ["model.name=smollm2-135m", "rollout.sampler=vllm", "rollout.vllm_kv_cache_gb=0.5",
-        "rollout.max_new_tokens=8"]  # fmt: skip
+VLLM = [
+    "model.name=smollm2-135m",
+    "rollout.sampler=vllm",
+    "rollout.vllm_kv_cache_gb=0.5",
+    "rollout.max_new_tokens=8",
+]
 
 
 def test_vllm_rollout_actors_match_one_process(cluster: None, tmp_path: Path) -> None:
@@ -29,8 +33,9 @@ def test_vllm_rollout_actors_match_one_process(cluster: None, tmp_path: Path) ->
     with recording(VLLMSampler) as ref:
         run_training(ray_config(one, *VLLM), live=False)
     two = tmp_path / "two"
-    cfg = ray_config(two, *VLLM, "scale.backend=ray", "scale.rollout_workers=2",
-                     "scale.learner_procs=2")  # fmt: skip
+    cfg = ray_config(
+        two, *VLLM, "scale.backend=ray", "scale.rollout_workers=2", "scale.learner_procs=2"
+    )
     with recording(RaySampler) as rec:
         run_training(cfg, live=False)
     assert len(rec["ids"]) == len(ref["ids"]) >= 2  # steps 1 and 2 (and validation's)
@@ -48,8 +53,13 @@ def test_a_worker_that_cannot_start_stops_the_run_at_once(cluster: None, tmp_pat
     from prorl.scale import WorkerStartError
 
     run_dir = tmp_path / "run"
-    cfg = ray_config(run_dir, *VLLM, "rollout.vllm_kv_cache_gb=0.01", "scale.backend=ray",
-                     "scale.rollout_workers=2")  # fmt: skip
+    cfg = ray_config(
+        run_dir,
+        *VLLM,
+        "rollout.vllm_kv_cache_gb=0.01",
+        "scale.backend=ray",
+        "scale.rollout_workers=2",
+    )
     with pytest.raises(WorkerStartError, match=r"rollout worker \d could not start: .*KV cache"):
         run_training(cfg, live=False)
     assert not run_dir.exists()

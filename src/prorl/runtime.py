@@ -17,24 +17,19 @@ from typing import Any
 import torch
 import yaml
 
-from prorl.checkpoint import check_compatible, restore_state, resume_point, truncate_jsonl
+from prorl.checkpoint import check_compatible, resume_point, truncate_jsonl
 from prorl.config import MASTER_DTYPE, Config, ConfigError, TaskSpec, save_config, to_dict
 from prorl.display import Display
 from prorl.metrics import MetricsWriter
 from prorl.mixture import MixtureEntry, TaskMixture
 from prorl.models import encode_prompts, load_policy
 from prorl.policy import require_compiler
-from prorl.sampling.base import Sampler
+from prorl.sampling.factory import make_sampler
+from prorl.scale import Scale, check_launch
 from prorl.stages import all_tasks
+from prorl.state import TrainState, frozen_copy, make_optimizer, restore_state
 from prorl.tasks import Task, get_task
-from prorl.train import (
-    SAMPLES,
-    TrainState,
-    frozen_copy,
-    make_optimizer,
-    seed_everything,
-    train_loop,
-)
+from prorl.train import SAMPLES, seed_everything, train_loop
 from prorl.types import Example, Sample, Score
 
 log = logging.getLogger("prorl")
@@ -88,12 +83,12 @@ def without_tasks(cfg: Config, names: set[str]) -> Config:
 
 def pool_target(spec: TaskSpec, task: Task) -> Any:
     """What the verifier workers rebuild to score this task's items."""
+    from prorl.scoring import ScoreTarget
     from prorl.tasks.files import FileTask
-    from prorl.verify.pool import Scorer
 
     if isinstance(task, FileTask):  # scores from example.meta alone: no file re-read per worker
-        return Scorer.function("prorl.tasks.files:score_row")
-    return Scorer.task(spec.name, **spec.settings)
+        return ScoreTarget.function("prorl.tasks.files:score_row")
+    return ScoreTarget.task(spec.name, **spec.settings)
 
 
 def load_trainer_policy(cfg: Config) -> tuple[Any, Any]:
@@ -112,16 +107,6 @@ def reference_copy(cfg: Config, policy: Any) -> Any:
 
 def load_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)  # type: ignore[no-any-return]
-
-
-def make_sampler(cfg: Config, policy: Any, tokenizer: Any) -> Sampler:
-    if cfg.rollout.sampler == "vllm":
-        from prorl.sampling.vllm import VLLMSampler  # vllm itself imported lazily in there
-
-        return VLLMSampler.from_config(cfg, policy, tokenizer)
-    from prorl.sampling.hf import HFSampler
-
-    return HFSampler(policy, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.rollout.bf16)
 
 
 class RunScorer:
@@ -150,17 +135,21 @@ class RunScorer:
 
 
 def make_validate(
-    cfg: Config, run_dir: Path, scorer: Any, tasks: dict[str, Task], group: Any = None,
+    cfg: Config,
+    run_dir: Path,
+    scorer: Any,
+    tasks: dict[str, Task],
+    scale: Scale | None = None,
     progress: Any = None,
-) -> Any:  # fmt: skip
+) -> Any:
     """Periodic validation through the same code as ``prorl eval`` (stored in RUN_DIR/eval).
     ``progress`` (a callable taking a line) hears how far each task got.
 
-    ``group`` (a learner group's ``Scale``): ranks > 0 write into a scratch directory, so a
-    validation first copies there what rank 0 already stored for the step (a resumed first
-    validation that a signal had stopped). Every rank then skips the same problems, makes
-    the same sampler calls (collectives) and gets the same metrics (reset and alarm
-    decisions)."""
+    ``scale`` (a learner process group's ``Scale``): ranks > 0 write into a scratch
+    directory, so a validation first copies there what rank 0 already stored for the step (a
+    resumed first validation that a signal had stopped). Every rank then skips the same
+    problems, makes the same sampler calls (collectives) and gets the same metrics (reset and
+    alarm decisions)."""
     from prorl.evaluate import store
     from prorl.evaluate.runner import EvalSettings, EvaluationStopped, evaluate_checkpoint
 
@@ -181,20 +170,28 @@ def make_validate(
 
     def validate(state: TrainState) -> dict[str, float]:
         label = f"step_{state.step:06d}"
-        if group is not None:
+        if scale is not None:
             main_eval = Path(cfg.run_dir) / "eval"  # read on rank 0 only
-            manifest, stored = group.on_main(
+            manifest, stored = scale.on_main(
                 lambda: (store.read_manifest(main_eval), store.read_model_files(main_eval, label))
             )
-            if not group.is_main and manifest is not None:
+            if not scale.is_main and manifest is not None:
                 store.write_manifest(run_dir / "eval", manifest)
                 store.write_model_files(run_dir / "eval", label, stored)
         try:  # a SIGINT/SIGTERM stops validation between chunks; the stored ones stay
             metrics = evaluate_checkpoint(
-                state.sampler, state.tokenizer, encode_prompts, tasks, run_dir / "eval",
-                label, settings, scorer.for_eval, spec=f"run {cfg.run_dir} at step {state.step}",
-                log=progress, should_stop=lambda: state.stop_requested,
-            )  # fmt: skip
+                state.sampler,
+                state.tokenizer,
+                encode_prompts,
+                tasks,
+                run_dir / "eval",
+                label,
+                settings,
+                scorer.for_eval,
+                spec=f"run {cfg.run_dir} at step {state.step}",
+                log=progress,
+                should_stop=lambda: state.stop_requested,
+            )
         except EvaluationStopped:
             return {}
         return {**metrics, **overall_metrics(metrics)}
@@ -258,111 +255,209 @@ def rewind_run_dir(run_dir: Path, step: int) -> None:
             shutil.rmtree(label)
 
 
-def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
-    from prorl.scale import Scale, check_launch
+@dataclasses.dataclass
+class RunTasks:
+    """The run's tasks, built once: training (every stage's; the loop sets each stage's
+    weights) and validation, by name, with the specs they were built from."""
 
+    train_specs: Sequence[TaskSpec]
+    train: dict[str, Task]
+    val_specs: Sequence[TaskSpec]
+    val: dict[str, Task]
+
+    def targets(self) -> dict[str, Any]:
+        """What the verifier workers rebuild to score each task's items."""
+        targets = {
+            s.name: pool_target(s, t)
+            for s, t in zip(self.train_specs, self.train.values(), strict=True)
+        }
+        targets.update(
+            {
+                s.name: pool_target(s, t)
+                for s, t in zip(self.val_specs, self.val.values(), strict=True)
+            }
+        )
+        return targets
+
+
+def checked_tasks(cfg: Config) -> tuple[Config, RunTasks]:
+    """Every task of the run, built before the model loads and self-checked: a task that a
+    trivial answer can pass stops the run (or is left out of the returned config), and the
+    tasks built for the check are the ones the run uses."""
+    built = build_tasks(all_tasks(cfg))
+    built_val = build_tasks(cfg.data.val_tasks) if cfg.data.val_tasks else built
+    cfg = self_checked(cfg, {**built, **built_val})
+    train_specs = all_tasks(cfg)
+    val_specs = cfg.data.val_tasks or train_specs
+    return cfg, RunTasks(
+        train_specs,
+        {s.name: built[s.name] for s in train_specs},
+        val_specs,
+        {s.name: built_val.get(s.name) or built[s.name] for s in val_specs},
+    )
+
+
+@dataclasses.dataclass
+class RunDirectory:
+    """The run directory as every rank sees it (``run_directory``)."""
+
+    path: Path  # cfg.run_dir: rank 0's
+    resume: Path | None  # the checkpoint to resume from; None: a fresh run
+    changed: list[str]  # the config keys that differ from the checkpoint's
+    scale: Scale
+    begun: bool = False
+    own: Path = dataclasses.field(init=False, repr=False)  # where this rank writes, once begun
+
+    def begin(self) -> None:
+        """From here on the directory holds a real (partial) run: kept whatever happens.
+        Ranks > 0 get their scratch directory to write into (rank 0: ``path``)."""
+        self.begun = True
+        self.own = self.scale.run_dir(self.path)
+
+    def rewind(self, cfg: Config, step: int) -> None:
+        """A run resumed at ``step``: rank 0 forgets what the killed run wrote after that
+        checkpoint and stores the config it continues with (e.g. a raised ``steps``)."""
+        if self.scale.is_main:
+            rewind_run_dir(self.path, step)
+            save_config(cfg, self.path / "config.yaml")
+
+
+@contextlib.contextmanager
+def run_directory(cfg: Config, scale: Scale) -> Iterator[RunDirectory]:
+    """Rank 0 prepares ``cfg.run_dir`` (a fresh run's, with its config.yaml, or a resumed
+    one's newest complete checkpoint); the other ranks follow its decision, or its refusal.
+    A fresh run that fails before ``begin()`` leaves nothing behind: the directory made
+    here is removed, or the config.yaml written into an existing one. A resumed run's
+    directory is never cleaned up."""
+    path = Path(cfg.run_dir)
+    existed = path.exists()
+    found = scale.on_main(lambda: prepare_run_dir(path))
+    changed = scale.on_main(lambda: check_resume(cfg, found)) if found else []
+    run = RunDirectory(path, found, changed, scale)
+    created = found is None and scale.is_main
+    try:
+        if created:
+            save_config(cfg, path / "config.yaml")
+        yield run
+    except BaseException:
+        if created and not run.begun:
+            if existed:
+                (path / "config.yaml").unlink(missing_ok=True)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def build_state(
+    cfg: Config,
+    scale: Scale,
+    run: RunDirectory,
+    policy: Any,
+    tokenizer: Any,
+    tasks: RunTasks,
+    stack: contextlib.ExitStack,
+) -> TrainState:
+    """This rank's training state, resumed from ``run.resume`` if set: the policy on the
+    learner device with its reference, sampler, optimizer and learner; the task mixture; the
+    scorer over the verifier pool, which is entered on ``stack`` (it ends with the run)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    policy.to(scale.device)  # the reference is copied from it, so it lands there too
+    if cfg.model.gradient_checkpointing:
+        policy.gradient_checkpointing_enable()
+        policy.config.use_cache = False
+    ref = reference_copy(cfg, policy) if cfg.algo.kl_coef > 0 else None
+    # may refuse the model: nothing kept yet (Ray: starts the rollout actors)
+    sampler = scale.sampler(lambda: make_sampler(cfg, policy, tokenizer), policy)
+    scale.shard(policy, ref)  # FSDP2: in place, after the actors got whole weights
+    optimizer, scheduler = make_optimizer(cfg, policy)
+    targets = tasks.targets()
+    entries = [MixtureEntry(s.name, s.weight, tasks.train[s.name]) for s in tasks.train_specs]
+    mixture = TaskMixture(entries, cfg.seed)
+    run.begin()
+    pool = stack.enter_context(scale.verifier_pool())
+    state = TrainState(
+        cfg,
+        policy,
+        tokenizer,
+        ref,
+        optimizer,
+        scheduler,
+        sampler,
+        scale.scorer(RunScorer(pool, targets)),
+        mixture,
+        learner=scale.learner(policy),
+    )
+    if run.resume is not None:
+        restore_state(state, run.resume)
+        state.sampler.update_weights(state.policy)  # the engine still has step 0's
+        run.rewind(cfg, state.step)
+    return state
+
+
+def report_start(scale: Scale, writer: MetricsWriter, run: RunDirectory, step: int) -> str | None:
+    """The run's first events: where a Ray run's actors and learner ranks run
+    (``placement``), and a resumed run's checkpoint (``resume``). Returns the line that
+    sums up the placement, if any."""
+    placed = scale.placement()
+    if placed is not None:
+        writer.event(step, "placement", **placed)
+    if run.resume is not None:
+        writer.event(step, "resume", checkpoint=str(run.resume), changed=run.changed)
+    if placed is None:
+        return None
+    return (
+        f"ray: {len(placed.get('rollout', []))} rollout and "
+        f"{len(placed.get('verifier', []))} verifier workers, "
+        f"{len(placed['learner'])} learner ranks on {placed['nodes']} node(s)"
+    )
+
+
+def run_training(cfg: Config, live: bool | None = None) -> dict[str, float]:
+    """Train ``cfg``'s run (``prorl train``) on this process's rank: fresh, or resumed from
+    its run directory's newest checkpoint; returns the last validation's metrics."""
     check_launch(cfg)  # torchrun + vLLM, Ray under torchrun...: refused before anything starts
-    run_dir = Path(cfg.run_dir)
     if cfg.rollout.sampler == "vllm":  # a missing extra fails before anything is written
         from prorl.sampling.vllm import import_vllm
 
         import_vllm()
     if cfg.model.compile:
         require_compiler()
-    built = build_tasks(all_tasks(cfg))  # every stage's; the loop sets each stage's weights
-    built_val = build_tasks(cfg.data.val_tasks) if cfg.data.val_tasks else built
-    # before the model loads: a task that a trivial answer can pass stops the run (or is left
-    # out), and the tasks built for the check are the ones the run uses
-    cfg = self_checked(cfg, {**built, **built_val})
-    train_specs = all_tasks(cfg)
-    train_tasks = {s.name: built[s.name] for s in train_specs}
-    val_specs = cfg.data.val_tasks or train_specs
-    val_tasks = {s.name: built_val.get(s.name) or built[s.name] for s in val_specs}
+    cfg, tasks = checked_tasks(cfg)
     policy, tokenizer = load_trainer_policy(cfg)  # fp32 master weights (model.dtype: the copies')
-    scale = Scale.start(cfg)  # one process, or a rank of a learner group (prorl.scale)
-    existed = run_dir.exists()
-    try:
-        # rank 0 owns the run directory; the other ranks follow its decision, or its refusal
-        found = scale.on_main(lambda: prepare_run_dir(run_dir))
-        changed = scale.on_main(lambda: check_resume(cfg, found)) if found else []
-    except BaseException:
-        scale.close()
-        raise
-    created = found is None and scale.is_main  # a resumed run's directory is never cleaned up
-    try:
-        if created:
-            save_config(cfg, run_dir / "config.yaml")
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        seed_everything(cfg.seed)
-        policy.to(scale.device)  # the reference is copied from it, so it lands there too
-        if cfg.model.gradient_checkpointing:
-            policy.gradient_checkpointing_enable()
-            policy.config.use_cache = False
-        ref = reference_copy(cfg, policy) if cfg.algo.kl_coef > 0 else None
-        # may refuse the model: nothing kept yet (Ray: starts the rollout actors)
-        sampler = scale.sampler(lambda: make_sampler(cfg, policy, tokenizer), policy)
-        scale.shard(policy, ref)  # FSDP2: in place, after the actors got whole weights
-        optimizer, scheduler = make_optimizer(cfg, policy)
-        targets = {
-            s.name: pool_target(s, t)
-            for s, t in zip(train_specs, train_tasks.values(), strict=True)
-        }
-        targets.update(
-            {s.name: pool_target(s, t) for s, t in zip(val_specs, val_tasks.values(), strict=True)}
+    scale = Scale.start(cfg)  # one process, or a rank of a learner process group (prorl.scale)
+    scale.join(train_rank)
+    with (
+        contextlib.closing(scale),
+        run_directory(cfg, scale) as run,
+        contextlib.ExitStack() as stack,
+    ):
+        state = build_state(cfg, scale, run, policy, tokenizer, tasks, stack)
+        writer = MetricsWriter(run.own, cfg.tensorboard and scale.is_main)
+        scale.on_worker_event(lambda kind, **f: writer.event(state.step + 1, kind, **f))
+        placement = report_start(scale, writer, run, state.step)
+        display = Display(cfg.steps, state.step, live) if scale.is_main else QuietDisplay()
+        if placement is not None:
+            display.message(placement)
+        ranks = scale if scale.world > 1 else None
+        validate = make_validate(
+            cfg, run.own, state.scorer, tasks.val, ranks, progress=display.progress
         )
-        mixture = TaskMixture(
-            [MixtureEntry(s.name, s.weight, train_tasks[s.name]) for s in train_specs], cfg.seed
-        )
-        created = False  # from here on the directory holds a real (partial) run
-        own_dir = scale.run_dir(run_dir)  # rank 0: run_dir; other ranks: scratch
-        with scale.verifier_pool() as pool:
-            scorer = RunScorer(pool, targets)
-            state = TrainState(
-                cfg, policy, tokenizer, ref, optimizer, scheduler, sampler,
-                scale.scorer(scorer), mixture, learner=scale.learner(policy),
-            )  # fmt: skip
-            if found is not None:
-                restore_state(state, found)
-                state.sampler.update_weights(state.policy)  # the engine still has step 0's
-                if scale.is_main:
-                    rewind_run_dir(run_dir, state.step)
-                    save_config(cfg, run_dir / "config.yaml")  # e.g. a raised ``steps``
-            writer = MetricsWriter(own_dir, cfg.tensorboard and scale.is_main)
-            _report_worker_events(state, writer)
-            placed = scale.placement(state.sampler, pool)
-            if placed is not None:  # Ray: which node runs what
-                writer.event(state.step, "placement", **placed)
-            if found is not None:
-                writer.event(state.step, "resume", checkpoint=str(found), changed=changed)
-            display = Display(cfg.steps, state.step, live) if scale.is_main else QuietDisplay()
-            if placed is not None:
-                display.message(
-                    f"ray: {len(placed.get('rollout', []))} rollout and "
-                    f"{len(placed.get('verifier', []))} verifier workers, "
-                    f"{len(placed['learner'])} learner ranks on {placed['nodes']} node(s)"
-                )
-            group = scale if scale.world > 1 else None
-            validate = make_validate(
-                cfg, own_dir, state.scorer, val_tasks, group, progress=display.progress
-            )
-            try:
-                with stop_on_signals(state, display), scale.learner_failures(writer, state):
-                    final = train_loop(state, writer, display, validate)
-                scale.finish()
-                return final
-            finally:
-                display.close()
-                writer.close()
-    except BaseException:
-        if created:  # failed before training began: leave no half-made run behind
-            if existed:
-                (run_dir / "config.yaml").unlink(missing_ok=True)
-            else:
-                shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    finally:
-        scale.close()
+        try:
+            with stop_on_signals(state, display), scale.learner_failures(writer, state):
+                final = train_loop(state, writer, display, validate)
+            scale.finish()
+            return final
+        finally:
+            display.close()
+            writer.close()
+
+
+def train_rank(cfg: Config) -> None:
+    """A learner rank > 0 that rank 0 of a Ray run started (``Scale.join``): the same
+    training loop, in its own process; rank 0 shows the progress."""
+    run_training(cfg, live=False)
 
 
 class QuietDisplay(Display):
@@ -381,15 +476,6 @@ class QuietDisplay(Display):
         pass
 
 
-def _report_worker_events(state: TrainState, writer: MetricsWriter) -> None:
-    """Ray workers replaced mid-step go to events.jsonl under the step being run."""
-    scorer = getattr(state.scorer, "inner", state.scorer)  # unwrap a learner group's
-    for obj in (getattr(state.sampler, "inner", state.sampler), getattr(scorer, "pool", None)):
-        group = getattr(obj, "group", None)
-        if group is not None:
-            group.on_event = lambda kind, **f: writer.event(state.step + 1, kind, **f)
-
-
 @contextlib.contextmanager
 def stop_on_signals(state: TrainState, display: Display) -> Iterator[None]:
     """First SIGINT/SIGTERM: finish the step, checkpoint, stop. Second: stop at once
@@ -406,8 +492,9 @@ def stop_on_signals(state: TrainState, display: Display) -> Iterator[None]:
         state.stop_requested = True
         display.message(
             f"{signal.Signals(signum).name}: finishing step {state.step + 1}, then "
-            "checkpointing and stopping (send again to stop at once)", "yellow"
-        )  # fmt: skip
+            "checkpointing and stopping (send again to stop at once)",
+            "yellow",
+        )
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -1,4 +1,5 @@
-"""FSDP2 for the learner group: the policy and the reference sharded across the ranks.
+"""FSDP2 for the learner process group: the policy and the reference sharded across the
+ranks.
 
 ``torch.distributed.fsdp.fully_shard`` is applied to every decoder layer, then to the root
 module, in place: parameters become DTensors holding this rank's dim-0 shard, and each
@@ -23,6 +24,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from prorl.scale.base import TrainedModels
 from prorl.scale.learner import DataParallel
 
 
@@ -136,9 +138,9 @@ def full_optimizer_state(model: Any, optimizer: Any) -> dict[str, Any]:
 
 def load_optimizer_state(model: Any, optimizer: Any, state: dict[str, Any] | None) -> None:
     """``optimizer.load_state_dict(state)`` for a single-process ``state``; in a learner
-    group every rank takes rank 0's (``state`` None on the others; collective): a sharded
-    model's ranks keep the shards of AdamW's moments of their parameters, DDP ranks a
-    whole copy (``prorl.scale.learner.load_optimizer_state``)."""
+    process group every rank takes rank 0's (``state`` None on the others; collective): a
+    sharded model's ranks keep the shards of AdamW's moments of their parameters, DDP ranks
+    a whole copy (``prorl.scale.learner.load_optimizer_state``)."""
     from prorl.scale import learner
 
     if not is_sharded(model):
@@ -205,7 +207,7 @@ def to_named(indexed: dict[str, Any], names: Sequence[Sequence[str]]) -> dict[st
 
 
 class FullyShardedLearner(DataParallel):
-    """The learner hooks of ``prorl.train.update_policy`` for an FSDP2 group.
+    """The ``Learner`` (``prorl.scale.base``) of an FSDP2 process group.
 
     ``model`` is the policy itself (sharded in place by ``shard_model``); micro-batches are
     split and padded as under DDP (every rank must run the same forwards and backwards, as
@@ -230,7 +232,7 @@ class FullyShardedLearner(DataParallel):
         finally:
             self.policy.set_requires_gradient_sync(True)
 
-    def full_state(self, state: Any) -> dict[str, Any] | None:
+    def full_state(self, state: TrainedModels) -> dict[str, Any] | None:
         """The whole policy, reference and AdamW state for a checkpoint, gathered by every
         rank together; rank 0 gets them (in single-process form), the others None."""
         policy = full_model_state(state.policy)

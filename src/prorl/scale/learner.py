@@ -1,4 +1,5 @@
-"""A learner group of K processes: torch.distributed data parallelism over the RL update.
+"""A learner process group of K processes: torch.distributed data parallelism over the RL
+update.
 
 Every rank runs the same loop (SPMD, as under ``torchrun``): rollouts and scores are made
 once (split across ranks, or by rank 0's Ray workers) and shared with all ranks, so every
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from prorl.types import Example, Sample, Score
+from prorl.scale.base import TrainedModels
 
 T = TypeVar("T")
 
@@ -36,27 +37,33 @@ def env_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def init_group(
-    rank: int, world: int, init_method: str = "env://", device: torch.device | None = None,
+def init_process_group(
+    rank: int,
+    world: int,
+    init_method: str = "env://",
+    device: torch.device | None = None,
     timeout_s: float = 600,
-) -> bool:  # fmt: skip
-    """Join the learner group: gloo on CPU, NCCL when the learner computes on GPUs (every
-    rank resolves the same kind of device: ``prorl.device``). False when this process was
-    already in a group, which must then be the learner group itself."""
+) -> bool:
+    """Join the learner process group: gloo on CPU, NCCL when the learner computes on GPUs
+    (every rank resolves the same kind of device: ``prorl.device``). False when this process
+    was already in a process group, which must then be the learner's itself."""
     if dist.is_initialized():
         if dist.get_world_size() != world:  # e.g. an in-process engine's private group
             raise RuntimeError(
                 f"torch.distributed is already initialised with {dist.get_world_size()} "
-                f"ranks in this process; the learner group needs {world}"
+                f"ranks in this process; the learner process group needs {world}"
             )
         return False
     backend = group_backend(device)
     if backend == "nccl":
         torch.cuda.set_device(device)  # NCCL's collectives and object lists use this GPU
     dist.init_process_group(
-        backend, init_method=init_method, rank=rank, world_size=world,
+        backend,
+        init_method=init_method,
+        rank=rank,
+        world_size=world,
         timeout=datetime.timedelta(seconds=timeout_s),
-    )  # fmt: skip
+    )
     return True
 
 
@@ -64,13 +71,14 @@ def group_backend(device: torch.device | None) -> str:
     return "nccl" if device is not None and device.type == "cuda" else "gloo"
 
 
-def close_group() -> None:
+def close_process_group() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
 
 
 class DataParallel:
-    """The learner-side hooks ``prorl.train.update_policy`` calls when K > 1 ranks train.
+    """The ``Learner`` (``prorl.scale.base``) of a DDP process group: the hooks the update
+    (``prorl.update``) and the checkpoint call when K > 1 ranks train.
 
     ``model`` wraps the policy in DDP, built on first use so that it sees the restored
     weights of a resumed run (DDP also broadcasts rank 0's parameters when built). FSDP2's
@@ -96,9 +104,10 @@ class DataParallel:
             device = policy_device(self.policy)
             # buffers (rotary tables) are identical on every rank: no per-step broadcast
             self._model = DDP(
-                self.policy, device_ids=[device] if device.type == "cuda" else None,
+                self.policy,
+                device_ids=[device] if device.type == "cuda" else None,
                 forward_sync_buffers=False,
-            )  # fmt: skip
+            )
         return self._model
 
     def shard(self, ids: Sequence[int], micro_batch_size: int) -> list[tuple[list[int], float]]:
@@ -110,7 +119,7 @@ class DataParallel:
             return contextlib.nullcontext()
         return self.model.no_sync()  # type: ignore[no-any-return]
 
-    def full_state(self, state: Any) -> dict[str, Any] | None:
+    def full_state(self, state: TrainedModels) -> dict[str, Any] | None:
         """Whole weights gathered for a checkpoint: DDP ranks already hold them."""
         return None
 
@@ -154,14 +163,14 @@ def broadcast(value: Any, src: int = 0) -> Any:
 
 
 def in_group() -> bool:
-    """Whether this process is one rank of a learner group of several processes."""
+    """Whether this process is one rank of a learner process group of several processes."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def on_rank0(fn: Callable[[], T], share: bool = False) -> T | None:
-    """``fn()`` (e.g. reading a checkpoint) on rank 0 alone when a learner group runs, and
-    ``fn()`` in one process. Collective: every rank calls it at the same point of the loop.
-    Ranks > 0 get rank 0's value with ``share`` (a small, picklable one), else None.
+    """``fn()`` (e.g. reading a checkpoint) on rank 0 alone when a learner process group
+    runs, and ``fn()`` in one process. Collective: every rank calls it at the same point of
+    the loop. Ranks > 0 get rank 0's value with ``share`` (a small, picklable one), else None.
 
     A failure on rank 0 (a missing or torn file, a state that does not fit the model)
     raises on every rank instead of leaving the others waiting in the next collective for
@@ -218,8 +227,8 @@ def broadcast_module(model: Any) -> None:
 
 
 def load_optimizer_state(optimizer: Any, state: dict[str, Any] | None) -> None:
-    """``optimizer.load_state_dict(state)`` on every rank of a (DDP) learner group from the
-    ``state`` rank 0 read (None on ranks > 0; collective).
+    """``optimizer.load_state_dict(state)`` on every rank of a (DDP) learner process group
+    from the ``state`` rank 0 read (None on ranks > 0; collective).
 
     Rank 0 loads it (a state that does not fit raises on every rank), then sends its layout:
     the hyperparameters, 0-dim tensors (AdamW's ``step``) as values, and the shape and dtype
@@ -240,8 +249,12 @@ def load_optimizer_state(optimizer: Any, state: dict[str, Any] | None) -> None:
             for i, entries in layout["state"].items()
         },
     }
-    order = [(i, k) for i, entries in layout["state"].items() for k, v in entries.items()
-             if isinstance(v, _Meta)]  # fmt: skip
+    order = [
+        (i, k)
+        for i, entries in layout["state"].items()
+        for k, v in entries.items()
+        if isinstance(v, _Meta)
+    ]
     broadcast_tensors((full["state"][i][k] for i, k in order), dedupe=False)
     if mine is None:
         optimizer.load_state_dict(full)
@@ -267,67 +280,3 @@ def _layout(state: dict[str, Any]) -> dict[str, Any]:
         "param_groups": state["param_groups"],
         "state": {i: {k: slot(v) for k, v in s.items()} for i, s in state["state"].items()},
     }
-
-
-class CollectiveSampler:
-    """A Sampler for every rank of a learner group: all ranks get the same samples.
-
-    ``split``: each rank generates its share of the prompts (prompt i on rank i mod K) with
-    its own sampler and the ranks exchange results (torchrun on one node). Otherwise rank 0's
-    sampler (e.g. a RaySampler) generates everything and broadcasts it; the other ranks pass
-    ``inner=None``. Samples are per-prompt seeded, so either way they equal one process's."""
-
-    def __init__(self, inner: Any, split: bool) -> None:
-        self.inner = inner
-        self.split = split
-        self.rank, self.world = dist.get_rank(), dist.get_world_size()
-
-    def generate(
-        self, prompts: Sequence[Sequence[int]], n: int, params: Any, seed: int | Sequence[int]
-    ) -> list[list[Sample]]:
-        from prorl.sampling.base import per_prompt_seeds
-
-        seeds = per_prompt_seeds(seed, len(prompts))
-        if not self.split:
-            out = self.inner.generate(prompts, n, params, seeds) if self.rank == 0 else None
-            return broadcast(out)  # type: ignore[no-any-return]
-        mine = list(range(self.rank, len(prompts), self.world))
-        part = (
-            self.inner.generate([prompts[i] for i in mine], n, params, [seeds[i] for i in mine])
-            if mine
-            else []
-        )
-        everyone: list[Any] = [None] * self.world
-        dist.all_gather_object(everyone, part)
-        result: list[list[Sample]] = [[] for _ in prompts]
-        for r, got in enumerate(everyone):
-            for i, group in zip(range(r, len(prompts), self.world), got, strict=True):
-                result[i] = group
-        return result
-
-    def update_weights(self, model: Any) -> None:
-        from prorl.scale.fsdp import full_model_state, is_sharded
-
-        if is_sharded(model):  # FSDP2: every rank gathers; rank 0's rollout actors load it
-            weights = full_model_state(model)
-            if self.inner is not None:
-                self.inner.load_state_dict(weights)
-        elif self.inner is not None:
-            self.inner.update_weights(model)
-
-
-class CollectiveScorer:
-    """Rank 0 scores (its verifier pool or Ray pool); every rank gets the same scores, so a
-    timeout on one machine cannot make the ranks' batches differ."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.rank = dist.get_rank()
-
-    def __call__(self, examples: list[Example], samples: list[list[Sample]]) -> list[list[Score]]:
-        out = self.inner(examples, samples) if self.rank == 0 else None
-        return broadcast(out)  # type: ignore[no-any-return]
-
-    def for_eval(self, task: Any, example: Example, texts: Sequence[str]) -> list[Score]:
-        out = self.inner.for_eval(task, example, texts) if self.rank == 0 else None
-        return broadcast(out)  # type: ignore[no-any-return]

@@ -1,10 +1,11 @@
 """Ray actors for rollouts and verification, and the driver-side objects that use them.
 
 ``RaySampler`` is a ``Sampler``: K rollout actors, each owning an ordinary sampler (HF or
-vLLM, built by ``prorl.runtime.make_sampler`` from the same config), get interleaved shares
-of the prompts; results come back in prompt order. Samples are seeded per prompt, so the
-split changes nothing. ``RayVerifierPool`` is a ``VerifierExecutor``: K actors, each owning
-a one-process ``VerifierPool`` (hard per-item deadlines stay where they were).
+vLLM, built by ``prorl.sampling.factory.make_sampler`` from the same config), get
+interleaved shares of the prompts; results come back in prompt order. Samples are seeded per
+prompt, so the split changes nothing. ``RayVerifierPool`` is a ``VerifierExecutor``: K
+actors, each owning a one-process ``VerifierPool`` (hard per-item deadlines stay where they
+were). Both hold their actors in an ``ActorPool``.
 
 Faults: an actor that dies while holding work (``RayActorError``) is replaced in its
 placement-group bundle, given the current weights, and its share is redone; the step goes
@@ -24,6 +25,7 @@ from ray.exceptions import RayActorError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from prorl.scale.base import WorkerStartError
 from prorl.types import Example, Sample, SamplingParams, Score
 
 MAX_REPLACEMENTS = 3
@@ -46,7 +48,7 @@ class RolloutWorker:
         import torch
 
         from prorl.models import load_policy
-        from prorl.runtime import make_sampler
+        from prorl.sampling.factory import make_sampler
 
         torch.set_num_threads(max(1, threads))
         policy, tokenizer = load_policy(cfg.model.name, cfg.model.dtype)
@@ -74,7 +76,7 @@ class VerifierWorker:
     """One verifier actor: a local pool of one process with the usual per-item deadline."""
 
     def __init__(self, timeout_s: float) -> None:
-        from prorl.verify.pool import VerifierPool
+        from prorl.scoring import VerifierPool
 
         self.pool = VerifierPool(1, timeout_s)
 
@@ -85,13 +87,19 @@ class VerifierWorker:
         return where()
 
 
-class _Group:
-    """K actors of one class in one placement group, replaced in place when they die."""
+class ActorPool:
+    """K Ray actors of one class in one placement group, replaced in place when they die."""
 
     def __init__(
-        self, cls: type, args: tuple[Any, ...], k: int, cpus: float, gpus: float, strategy: str,
+        self,
+        cls: type,
+        args: tuple[Any, ...],
+        k: int,
+        cpus: float,
+        gpus: float,
+        strategy: str,
         kind: str,
-    ) -> None:  # fmt: skip
+    ) -> None:
         bundle = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
         self.pg = placement_group([bundle] * k, strategy=strategy)
         ray.get(self.pg.ready())
@@ -117,8 +125,12 @@ class _Group:
             )
         return self.actors[i]
 
-    def run(self, shares: list[Any], call: Callable[[Any, Any], Any],
-            prepare: Callable[[Any], None] | None = None) -> list[Any]:  # fmt: skip
+    def run(
+        self,
+        shares: list[Any],
+        call: Callable[[Any, Any], Any],
+        prepare: Callable[[Any], None] | None = None,
+    ) -> list[Any]:
         """``call(actor_i, share_i)`` for every non-empty share at once; a share whose actor
         dies is redone on its replacement (after ``prepare(new_actor)``)."""
         refs = {i: call(self.actors[i], s) for i, s in enumerate(shares) if s is not None}
@@ -163,8 +175,6 @@ class _Group:
 
 def start_error(kind: str, index: int, error: RayActorError) -> Exception:
     """A one-line ``WorkerStartError`` carrying the constructor's own exception line."""
-    from prorl.scale import WorkerStartError
-
     lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
     return WorkerStartError(
         f"{kind} worker {index} could not start: {lines[-1] if lines else error}"
@@ -176,16 +186,21 @@ class RaySampler:
 
     def __init__(self, cfg: Any, policy: Any) -> None:
         s = cfg.scale
-        self.group = _Group(
-            RolloutWorker, (cfg, int(s.cpus_per_worker)), s.rollout_workers, s.cpus_per_worker,
-            s.gpus_per_worker, s.placement, "rollout",
-        )  # fmt: skip
+        self.actor_pool = ActorPool(
+            RolloutWorker,
+            (cfg, int(s.cpus_per_worker)),
+            s.rollout_workers,
+            s.cpus_per_worker,
+            s.gpus_per_worker,
+            s.placement,
+            "rollout",
+        )
         self.weights: Any = None
         self.update_weights(policy)
 
     @property
     def workers(self) -> list[Any]:
-        return self.group.actors
+        return self.actor_pool.actors
 
     def update_weights(self, model: Any) -> None:
         self.load_state_dict(model.state_dict())
@@ -194,7 +209,7 @@ class RaySampler:
         """One copy of the state dict in the object store, loaded by every worker."""
         t = time.monotonic()
         self.weights = ray.put({k: v.detach().cpu() for k, v in state.items()})
-        self.group.run(
+        self.actor_pool.run(
             [0] * len(self.workers), lambda a, _: a.load.remote(self.weights), self._prepare
         )
         self.weights_s = time.monotonic() - t
@@ -218,7 +233,7 @@ class RaySampler:
             ([list(prompts[i]) for i in ids], [seeds[i] for i in ids]) if ids else None
             for ids in owned
         ]
-        results = self.group.run(
+        results = self.actor_pool.run(
             shares, lambda a, sh: a.generate.remote(sh[0], n, params, sh[1]), self._prepare
         )
         out: list[list[Sample]] = [[] for _ in prompts]
@@ -228,20 +243,20 @@ class RaySampler:
         return out
 
     def close(self) -> None:
-        self.group.close()
+        self.actor_pool.close()
 
 
 class RayVerifierPool:
     """A ``VerifierExecutor`` over K Ray verifier actors: contiguous shares of each batch."""
 
     def __init__(self, workers: int, timeout_s: float, cpus: float, strategy: str) -> None:
-        self.group = _Group(VerifierWorker, (timeout_s,), workers, cpus, 0, strategy, "verifier")
+        self.actor_pool = ActorPool(VerifierWorker, (timeout_s,), workers, cpus, 0, strategy, "verifier")
 
     def score_batch(self, items: Sequence[Any]) -> list[Score]:
-        k = len(self.group.actors)
+        k = len(self.actor_pool.actors)
         bounds = [len(items) * r // k for r in range(k + 1)]
         shares = [list(items[bounds[r] : bounds[r + 1]]) or None for r in range(k)]
-        results = self.group.run(shares, lambda a, sh: a.score_batch.remote(sh))
+        results = self.actor_pool.run(shares, lambda a, sh: a.score_batch.remote(sh))
         return [s for part in results for s in (part or [])]
 
     def score(
@@ -250,7 +265,7 @@ class RayVerifierPool:
         return self.score_batch([(target, r, e) for r, e in zip(responses, examples, strict=True)])
 
     def close(self) -> None:
-        self.group.close()
+        self.actor_pool.close()
 
     def __enter__(self) -> RayVerifierPool:
         return self
