@@ -49,17 +49,21 @@ def _model(hidden: int, layers: int, seed: int) -> Any:
     _, tok = load_policy("tiny", tokenizer_only=True)
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 8 // 3,
-        num_hidden_layers=layers, num_attention_heads=hidden // 64,
-        num_key_value_heads=hidden // 128, tie_word_embeddings=True,
-    )  # fmt: skip
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=hidden * 8 // 3,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        num_key_value_heads=hidden // 128,
+        tie_word_embeddings=True,
+    )
     return LlamaForCausalLM(cfg), tok
 
 
 def write_checkpoint(root: Path, hidden: int, layers: int) -> tuple[Path, int]:
     from prorl import checkpoint as ckpt
     from prorl.config import load_config
-    from prorl.train import make_optimizer
+    from prorl.state import make_optimizer
 
     model, tok = _model(hidden, layers, 0)
     ref, _ = _model(hidden, layers, 1)
@@ -68,8 +72,15 @@ def write_checkpoint(root: Path, hidden: int, layers: int) -> tuple[Path, int]:
     model(ids, labels=ids).loss.backward()
     opt.step()
     sched.step()
-    trainer = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "mixture": {},
-               "rng": ckpt.rng_state(), "resets": [], "resetter": {}, "health": {}}  # fmt: skip
+    trainer = {
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "mixture": {},
+        "rng": ckpt.rng_state(),
+        "resets": [],
+        "resetter": {},
+        "health": {},
+    }
     params = sum(p.numel() for p in model.parameters())
     return ckpt.save_checkpoint(root / "run", 1, model, tok, ref, trainer, {}), params
 
@@ -128,14 +139,19 @@ def _every_rank(state: Any, folder: Path) -> None:
 def _rank(rank: int, world: int, init: str, variant: str, args: Any, out: str) -> None:
     import torch.distributed as dist
 
-    from prorl import checkpoint as ckpt
+    from prorl import state as state_mod
     from prorl.config import load_config
     from prorl.scale.fsdp import shard_model
-    from prorl.train import make_optimizer
+    from prorl.state import make_optimizer
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=600))  # fmt: skip
+    dist.init_process_group(
+        "gloo",
+        init_method=init,
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=600),
+    )
     policy, _ = _model(args.hidden, args.layers, 2)
     ref, _ = _model(args.hidden, args.layers, 3)
     if args.strategy == "fsdp2":
@@ -151,16 +167,24 @@ def _rank(rank: int, world: int, init: str, variant: str, args: Any, out: str) -
     opt.step()
     opt.param_groups[0]["lr"] = lr
     opt.zero_grad(set_to_none=True)
-    state = SimpleNamespace(policy=policy, ref=ref, optimizer=opt, scheduler=sched,
-                            mixture=SimpleNamespace(load_state_dict=lambda s: None),
-                            resets=[], resetter=None, health=None, step=0)  # fmt: skip
+    state = SimpleNamespace(
+        policy=policy,
+        ref=ref,
+        optimizer=opt,
+        scheduler=sched,
+        mixture=SimpleNamespace(load_state_dict=lambda s: None),
+        resets=[],
+        resetter=None,
+        health=None,
+        step=0,
+    )
     folder = Path(args.folder)
     dist.barrier()
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
     before = _status("VmRSS")
     t0 = time.perf_counter()
     if variant == "rank0":
-        ckpt.restore_state(state, folder)
+        state_mod.restore_state(state, folder)
     elif args.strategy == "ddp":
         _every_rank_ddp(state, folder)
     else:
@@ -176,8 +200,9 @@ def measure(variant: str, args: Any, root: Path) -> list[dict[str, float]]:
     fd, name = tempfile.mkstemp(dir=root)
     os.close(fd)
     out = str(root / f"result-{variant}")
-    mp.spawn(_rank, args=(args.ranks, f"file://{name}", variant, args, out),
-             nprocs=args.ranks, join=True)  # fmt: skip
+    mp.spawn(
+        _rank, args=(args.ranks, f"file://{name}", variant, args, out), nprocs=args.ranks, join=True
+    )
     return [json.loads(Path(f"{out}.{r}").read_text()) for r in range(args.ranks)]
 
 
@@ -192,17 +217,23 @@ def main() -> None:
     folder, params = write_checkpoint(root, args.hidden, args.layers)
     args.folder = str(folder)
     result: dict[str, Any] = {
-        "strategy": args.strategy, "hidden": args.hidden, "layers": args.layers,
-        "ranks": args.ranks, "params": params,
-        "model_fp32_mb": params * 4 / MB, "machine": platform.machine(),
-    }  # fmt: skip
+        "strategy": args.strategy,
+        "hidden": args.hidden,
+        "layers": args.layers,
+        "ranks": args.ranks,
+        "params": params,
+        "model_fp32_mb": params * 4 / MB,
+        "machine": platform.machine(),
+    }
     for variant in ("every_rank", "rank0"):
         result[variant] = measure(variant, args, root)
         print(variant, json.dumps(result[variant]), flush=True)
     for r in range(args.ranks):
         old, new = result["every_rank"][r]["peak_mb"], result["rank0"][r]["peak_mb"]
-        print(f"rank {r}: load peak {old:.0f} MB -> {new:.0f} MB ({new / old:.2f}x); "
-              f"model {result['model_fp32_mb']:.0f} MB in fp32")  # fmt: skip
+        print(
+            f"rank {r}: load peak {old:.0f} MB -> {new:.0f} MB ({new / old:.2f}x); "
+            f"model {result['model_fp32_mb']:.0f} MB in fp32"
+        )
     name = "fsdp_load.json" if args.strategy == "fsdp2" else "ddp_load.json"
     path = Path(__file__).parent / "results" / name
     path.write_text(json.dumps(result, indent=2) + "\n")

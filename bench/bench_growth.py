@@ -31,8 +31,9 @@ from prorl.config import load_config
 from prorl.mixture import MixtureEntry, TaskMixture
 from prorl.models import load_policy
 from prorl.runtime import RunScorer, build_tasks, make_sampler, pool_target
-from prorl.train import TrainState, frozen_copy, make_optimizer, rl_step, seed_everything
-from prorl.verify.pool import VerifierPool
+from prorl.scoring import VerifierPool
+from prorl.state import TrainState, frozen_copy, make_optimizer
+from prorl.train import rl_step, seed_everything
 
 
 def main() -> None:
@@ -73,14 +74,22 @@ def main() -> None:
                 m["cpu_s"] = (time.process_time() - c) / args.threads
                 loads.append(os.getloadavg()[0])
                 results[p].append(m)
-                print(f"max_new_tokens={p[0]:4d} n={p[1]:3d}: step "
-                      f"{m['time/step_s']:6.1f}s wall, {m['cpu_s']:6.1f}s CPU/thread (gen {m['time/generate_s']:5.1f}s, update "
-                      f"{m.get('time/update_s', 0):5.1f}s), mean response "
-                      f"{m['response/length_mean']:.0f} tokens", flush=True)  # fmt: skip
-    out: dict[str, Any] = {"command": "bench/bench_growth.py " + " ".join(sys.argv[1:]),
-                           "preset": args.preset, "threads": args.threads,
-                           "prompts_per_step": ro.prompts_per_step, "batch_size": rows,
-                           "load_avg_1min": loads, "points": []}  # fmt: skip
+                print(
+                    f"max_new_tokens={p[0]:4d} n={p[1]:3d}: step "
+                    f"{m['time/step_s']:6.1f}s wall, {m['cpu_s']:6.1f}s CPU/thread (gen {m['time/generate_s']:5.1f}s, update "
+                    f"{m.get('time/update_s', 0):5.1f}s), mean response "
+                    f"{m['response/length_mean']:.0f} tokens",
+                    flush=True,
+                )
+    out: dict[str, Any] = {
+        "command": "bench/bench_growth.py " + " ".join(sys.argv[1:]),
+        "preset": args.preset,
+        "threads": args.threads,
+        "prompts_per_step": ro.prompts_per_step,
+        "batch_size": rows,
+        "load_avg_1min": loads,
+        "points": [],
+    }
     for axis in ("max_new_tokens", "n"):
         print(f"\ngrowth with {axis}:")
         prev = None
@@ -88,10 +97,15 @@ def main() -> None:
             ms = results[p]
             step = statistics.median(m["time/step_s"] for m in ms)
             cpu = statistics.median(m["cpu_s"] for m in ms)
-            tokens = statistics.median(m["response/length_mean"] * ro.prompts_per_step * p[1]
-                                       for m in ms)  # fmt: skip
+            tokens = statistics.median(
+                m["response/length_mean"] * ro.prompts_per_step * p[1] for m in ms
+            )
             row = {
-                "axis": axis, "max_new_tokens": p[0], "n": p[1], "step_s": step, "cpu_s": cpu,
+                "axis": axis,
+                "max_new_tokens": p[0],
+                "n": p[1],
+                "step_s": step,
+                "cpu_s": cpu,
                 "generate_s": statistics.median(m["time/generate_s"] for m in ms),
                 "score_s": statistics.median(m["time/score_s"] for m in ms),
                 "update_s": statistics.median(m.get("time/update_s", 0.0) for m in ms),
@@ -99,7 +113,7 @@ def main() -> None:
                 "truncated_frac": statistics.median(m["response/truncated_frac"] for m in ms),
                 "step_s_all": [m["time/step_s"] for m in ms],
                 "cpu_s_all": [m["cpu_s"] for m in ms],
-            }  # fmt: skip
+            }
             out["points"].append(row)
             grow = (
                 f"  x{step / prev['step_s']:.2f} wall, x{cpu / prev['cpu_s']:.2f} CPU, "
@@ -107,10 +121,12 @@ def main() -> None:
                 if prev
                 else ""
             )
-            print(f"  {axis}={p[0] if axis == 'max_new_tokens' else p[1]:4d}: step {step:6.1f}s "
-                  f"wall {cpu:6.1f}s CPU/thread "
-                  f"(generate {row['generate_s']:5.1f}s, update {row['update_s']:5.1f}s), "
-                  f"{tokens:5.0f} tokens generated{grow}")  # fmt: skip
+            print(
+                f"  {axis}={p[0] if axis == 'max_new_tokens' else p[1]:4d}: step {step:6.1f}s "
+                f"wall {cpu:6.1f}s CPU/thread "
+                f"(generate {row['generate_s']:5.1f}s, update {row['update_s']:5.1f}s), "
+                f"{tokens:5.0f} tokens generated{grow}"
+            )
             prev = row
     print(f"load average (1 min) during the steps: {[round(x, 1) for x in loads]}")
     path = Path(args.out)
@@ -139,9 +155,16 @@ class _State:
         self.pool = VerifierPool(cfg.verify.workers, cfg.verify.timeout_s)
         pool = self.pool.__enter__()
         return TrainState(
-            cfg, policy, tokenizer, ref, optimizer, scheduler,
-            make_sampler(cfg, policy, tokenizer), RunScorer(pool, targets), mixture,
-        )  # fmt: skip
+            cfg,
+            policy,
+            tokenizer,
+            ref,
+            optimizer,
+            scheduler,
+            make_sampler(cfg, policy, tokenizer),
+            RunScorer(pool, targets),
+            mixture,
+        )
 
     def __exit__(self, *exc: Any) -> None:
         self.pool.__exit__(*exc)

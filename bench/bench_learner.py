@@ -4,7 +4,7 @@
 
 One rollout batch of the default job's shape (cpu-smollm2: 4 prompts x 8 samples, real
 prompts from its task mix, responses of ``max_new_tokens`` random tokens so every variant
-sees the same token count) goes through ``prorl.train.update_policy`` (reference forward,
+sees the same token count) goes through ``prorl.update.update_policy`` (reference forward,
 policy forward/backward, one AdamW step). Interleaved with it, in the same process and
 with the same threads, torch.matmul in bf16 on square matrices gives the machine's peak.
 
@@ -37,14 +37,16 @@ from typing import Any
 
 import torch
 
-import prorl.train as train_mod
+import prorl.update as update_mod
 from prorl.config import load_config
 from prorl.mixture import MixtureEntry, TaskMixture
 from prorl.models import encode_prompts, load_policy
 from prorl.policy import cpu_has_fast_bf16
+from prorl.rollouts import PromptGroup, RolloutBatch
 from prorl.runtime import build_tasks
-from prorl.train import Group, TrainState, frozen_copy, make_optimizer, update_policy
+from prorl.state import TrainState, frozen_copy, make_optimizer
 from prorl.types import Sample, Score
+from prorl.update import update_policy
 
 SIZES = (1024, 2048, 4096)
 
@@ -69,7 +71,7 @@ def matmul_peak(sizes: tuple[int, ...] = SIZES, dtype: torch.dtype = torch.bfloa
     return {"wall": wall, "cpu": cpu}
 
 
-def rollout_batch(cfg: Any, tokenizer: Any, vocab: int) -> list[Group]:
+def rollout_batch(cfg: Any, tokenizer: Any, vocab: int) -> list[PromptGroup]:
     tasks = build_tasks(cfg.data.tasks)
     mixture = TaskMixture(
         [MixtureEntry(s.name, s.weight, tasks[s.name]) for s in cfg.data.tasks], cfg.seed
@@ -82,14 +84,18 @@ def rollout_batch(cfg: Any, tokenizer: Any, vocab: int) -> list[Group]:
         toks = torch.randint(0, vocab, (n, r), generator=gen).tolist()
         samples = [Sample(tuple(t), (-1.0,) * r, "", "length") for t in toks]
         scores = [Score(float(i % 2)) for i in range(n)]  # half right: every row has advantage
-        groups.append(Group(ex, ids, samples, scores))
+        groups.append(PromptGroup(ex, ids, samples, scores))
     return groups
 
 
 def before_response_logprobs(
-    model: Any, batch: Any, temperature: float, bf16: bool, with_entropy: bool = False,
+    model: Any,
+    batch: Any,
+    temperature: float,
+    bf16: bool,
+    with_entropy: bool = False,
     compile: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``prorl.policy.response_logprobs`` as it was at 231f562, for the ``before`` variant."""
     from prorl.policy import autocast
     from prorl.rl import chunked_entropy, selective_log_softmax
@@ -112,7 +118,7 @@ def before_response_logprobs(
 
 
 def learner_seconds(
-    cfg: Any, policy: Any, ref: Any, tokenizer: Any, groups: list[Group]
+    cfg: Any, policy: Any, ref: Any, tokenizer: Any, groups: list[PromptGroup]
 ) -> tuple[float, float]:
     """Wall seconds and CPU seconds / threads of one ``update_policy`` over ``groups``."""
     optimizer, scheduler = make_optimizer(cfg, policy)
@@ -120,7 +126,7 @@ def learner_seconds(
     rewards = torch.tensor([r for g in groups for r in g.rewards])
     adv = (rewards - 0.5) * 2
     t, c = time.perf_counter(), time.process_time()
-    update_policy(state, groups, adv)
+    update_policy(state, RolloutBatch.from_groups(groups, adv))
     return time.perf_counter() - t, (time.process_time() - c) / torch.get_num_threads()
 
 
@@ -128,7 +134,7 @@ GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_add
 
 
 def gemm_share(
-    cfg: Any, policy: Any, ref: Any, tokenizer: Any, groups: list[Group]
+    cfg: Any, policy: Any, ref: Any, tokenizer: Any, groups: list[PromptGroup]
 ) -> dict[str, float]:
     """One update under torch.profiler: seconds in matrix multiplies (the FLOPs counted)
     against all operators' self time. The rest is the memory-bound work around them (casts,
@@ -178,16 +184,16 @@ def main() -> None:
 
     peaks: dict[str, list[float]] = {"wall": [], "cpu": []}
     times: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
-    now = train_mod.response_logprobs
+    now = update_mod.response_logprobs
 
     def run(v: str, measure: Any) -> Any:
         """``measure`` one update of variant ``v``, from the same starting weights."""
         policy.load_state_dict(init)
-        train_mod.response_logprobs = before_response_logprobs if "before" in v.split() else now
+        update_mod.response_logprobs = before_response_logprobs if "before" in v.split() else now
         try:
             return measure(cfgs[v], policy, ref, tokenizer, groups)
         finally:
-            train_mod.response_logprobs = now
+            update_mod.response_logprobs = now
 
     # per variant: a compiled one builds its graphs here (minutes)
     warmup = {v or "default": run(v, learner_seconds) for v in variants}

@@ -84,7 +84,7 @@ def make_job(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 "settings": settings[ex.task],
             }
             for ex, ids in zip(examples, encode_prompts(tok, examples), strict=True)
-        ],  # fmt: skip
+        ],
     }
 
 
@@ -95,8 +95,11 @@ def run_side(side: str, job_file: Path, out_file: Path) -> dict[str, Any]:
     t = time.monotonic()
     proc = subprocess.run(
         [str(py), __file__, "--child", side, str(job_file), str(out_file)],
-        env=env, capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if proc.returncode != 0:
         sys.exit(f"bench_trl: the {side} run failed:\n{proc.stderr[-4000:]}")
     result = json.loads(out_file.read_text())
@@ -112,9 +115,11 @@ def main() -> None:
     ap.add_argument("--preset", default="cpu-smollm2")
     ap.add_argument("--child", nargs=3, metavar=("SIDE", "JOB", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument(
-        "--trl-compile", choices=("follow", "on", "off"), default="follow",
+        "--trl-compile",
+        choices=("follow", "on", "off"),
+        default="follow",
         help="TRL's torch_compile: follow prorl's model.compile (matched), or force it",
-    )  # fmt: skip
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "trl.json"))
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
@@ -178,8 +183,10 @@ def report(
     )
     for side in ("prorl", "trl"):
         s = summary[side]
-        print(f"{side:6s} step {s['step_s_median']:6.1f}s wall, {s['cpu_s_median']:6.1f}s CPU "
-              f"({s['gen_tokens_per_step']:.0f} tokens generated per step)")  # fmt: skip
+        print(
+            f"{side:6s} step {s['step_s_median']:6.1f}s wall, {s['cpu_s_median']:6.1f}s CPU "
+            f"({s['gen_tokens_per_step']:.0f} tokens generated per step)"
+        )
         for k, v in s["phases_s_median"].items():
             print(f"         {k:28s} {v:6.1f}s  {100 * v / s['step_s_median']:5.1f}%")
     cpu_ratio = t["cpu_s_median"] / p["cpu_s_median"]
@@ -370,8 +377,13 @@ def child_trl(job: dict[str, Any]) -> dict[str, Any]:
     )
 
     rows: dict[str, list[float]] = {
-        "step": [], "cpu": [], "generate": [], "score": [], "prepare": [], "tok": []
-    }  # fmt: skip
+        "step": [],
+        "cpu": [],
+        "generate": [],
+        "score": [],
+        "prepare": [],
+        "tok": [],
+    }
 
     class StepTimer(TrainerCallback):  # type: ignore[misc]
         def on_step_begin(self, *a: Any, **k: Any) -> None:
@@ -388,7 +400,9 @@ def child_trl(job: dict[str, Any]) -> dict[str, Any]:
 
     trainer.add_callback(StepTimer())
     trainer.train()
-    prep_other = [p - g - s for p, g, s in zip(rows["prepare"], rows["generate"], rows["score"], strict=True)]  # fmt: skip
+    prep_other = [
+        p - g - s for p, g, s in zip(rows["prepare"], rows["generate"], rows["score"], strict=True)
+    ]
     learn = [st - p for st, p in zip(rows["step"], rows["prepare"], strict=True)]
     return {
         "step_s": rows["step"],

@@ -168,14 +168,16 @@ def throughput(
     resp_len: int = 1536,
     peak_n: int = 8192,
 ) -> bool:
-    """``prorl.train.update_policy`` (reference forward, policy forward/backward, AdamW) on
+    """``prorl.update.update_policy`` (reference forward, policy forward/backward, AdamW) on
     one batch of random tokens, for a random policy of ``shape`` (Qwen2-0.5B's)."""
     shape = shape or QWEN2_05B
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from prorl.config import load_config
-    from prorl.train import Group, TrainState, frozen_copy, make_optimizer, update_policy
+    from prorl.rollouts import PromptGroup, RolloutBatch
+    from prorl.state import TrainState, frozen_copy, make_optimizer
     from prorl.types import Example, Sample, Score
+    from prorl.update import update_policy
 
     torch.manual_seed(0)
     with torch.device(device):
@@ -202,7 +204,7 @@ def throughput(
         prompt = torch.randint(0, vocab, (prompt_len,), generator=gen).tolist()
         toks = torch.randint(0, vocab, (n, resp_len), generator=gen).tolist()
         samples = [Sample(tuple(t), (-1.0,) * resp_len, "", "length") for t in toks]
-        groups.append(Group(ex, prompt, samples, [Score(float(j % 2)) for j in range(n)]))
+        groups.append(PromptGroup(ex, prompt, samples, [Score(float(j % 2)) for j in range(n)]))
     optimizer, scheduler = make_optimizer(cfg, policy)
     tok = SimpleNamespace(pad_token_id=0)
     state = TrainState(cfg, policy, tok, ref, optimizer, scheduler, None, None, None)  # type: ignore[arg-type]
@@ -211,7 +213,7 @@ def throughput(
     def update() -> float:
         _sync(device)
         t = time.perf_counter()
-        update_policy(state, groups, adv)
+        update_policy(state, RolloutBatch.from_groups(groups, adv))
         _sync(device)
         return time.perf_counter() - t
 

@@ -17,7 +17,7 @@ def write_checkpoint(run_dir: Path) -> Path:
     optimizer and scheduler state, RNG states, reset history, the run's config."""
     from prorl import checkpoint as ckpt
     from prorl.models import tiny_model
-    from prorl.train import make_optimizer
+    from prorl.state import make_optimizer
 
     cfg = load_config("debug", ["optim.warmup_steps=3"])
     model, tok = load_policy("tiny")
@@ -30,9 +30,15 @@ def write_checkpoint(run_dir: Path) -> Path:
         sched.step()
         opt.zero_grad()
     torch.manual_seed(1234)  # the saved RNG state differs from the ranks' own
-    trainer = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-               "mixture": {"cursor": 7}, "rng": ckpt.rng_state(), "resets": [1],
-               "resetter": {}, "health": {}}  # fmt: skip
+    trainer = {
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "mixture": {"cursor": 7},
+        "rng": ckpt.rng_state(),
+        "resets": [1],
+        "resetter": {},
+        "health": {},
+    }
     return ckpt.save_checkpoint(run_dir, 2, model, tok, ref, trainer, to_dict(cfg))
 
 

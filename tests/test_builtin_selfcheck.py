@@ -17,19 +17,29 @@ from prorl.types import Example
 # question that itself mentions a box.
 FILE_ROWS = [
     {"question": "What is 2+3?", "answer": "5", "data_source": "openai/gsm8k"},
-    {"problem": "Solve x^2 - x - 6 = 0. Give all roots.", "answer": "3, -2",
-     "data_source": "math"},
-    {"problem": "Find all pairs (a, b) of positive integers with a + b = 3.",
-     "answer": "(1,2),(2,1)", "data_source": "math"},
-    {"problem": "Simplify 2/4. Put the result in \\boxed{}.", "answer": "\\frac{1}{2}",
-     "data_source": "math"},
-    {"question": "Which gas is inert? A) O2 B) Ar C) H2 D) Cl2", "answer": "B",
-     "data_source": "Idavidrein/gpqa"},
-    {"question": "Free-fall acceleration near Earth, in m/s^2?", "answer": "9.8",
-     "data_source": "scp-116k"},
-    {"question": "Write add(a, b).", "test_list": ["assert add(1, 2) == 3"],
-     "data_source": "mbpp"},
-]  # fmt: skip
+    {"problem": "Solve x^2 - x - 6 = 0. Give all roots.", "answer": "3, -2", "data_source": "math"},
+    {
+        "problem": "Find all pairs (a, b) of positive integers with a + b = 3.",
+        "answer": "(1,2),(2,1)",
+        "data_source": "math",
+    },
+    {
+        "problem": "Simplify 2/4. Put the result in \\boxed{}.",
+        "answer": "\\frac{1}{2}",
+        "data_source": "math",
+    },
+    {
+        "question": "Which gas is inert? A) O2 B) Ar C) H2 D) Cl2",
+        "answer": "B",
+        "data_source": "Idavidrein/gpqa",
+    },
+    {
+        "question": "Free-fall acceleration near Earth, in m/s^2?",
+        "answer": "9.8",
+        "data_source": "scp-116k",
+    },
+    {"question": "Write add(a, b).", "test_list": ["assert add(1, 2) == 3"], "data_source": "mbpp"},
+]
 
 
 def _file_task(tmp_path: Path, rows: list[dict] = FILE_ROWS, **settings: object) -> Task:

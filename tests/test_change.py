@@ -12,14 +12,24 @@ from prorl.evaluate.change import paired_change
 def _tr(model, task, rewards, lenient=None):
     r = np.asarray(rewards, dtype=np.float64)
     uids = tuple(f"{task}:{i}" for i in range(len(r)))
-    return TaskResult(model, task, "d", uids, uids, r, np.ones_like(r), np.zeros_like(r, bool),
-                      lenient=None if lenient is None else np.asarray(lenient, np.float64))  # fmt: skip
+    return TaskResult(
+        model,
+        task,
+        "d",
+        uids,
+        uids,
+        r,
+        np.ones_like(r),
+        np.zeros_like(r, bool),
+        lenient=None if lenient is None else np.asarray(lenient, np.float64),
+    )
 
 
 def _results(data):
     tasks = list(dict.fromkeys(t for _, t in data))
-    return Results(Path("."), ["base", "final"], tasks, dict.fromkeys(tasks, "d"), 2, [1, 2], 1.0,
-                   data)  # fmt: skip
+    return Results(
+        Path("."), ["base", "final"], tasks, dict.fromkeys(tasks, "d"), 2, [1, 2], 1.0, data
+    )
 
 
 def test_change_point_values_are_macro_averages():

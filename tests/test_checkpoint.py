@@ -52,8 +52,11 @@ def kill_after_checkpoint(run_dir, overrides, step, steps):
     """``prorl train`` in a subprocess, SIGKILLed once the checkpoint of ``step`` is
     complete and before the run of ``steps`` steps could finish."""
     args = ["train", "--run-dir", str(run_dir), *overrides]
-    proc = subprocess.Popen([sys.executable, "-m", "prorl.cli", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prorl.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     marker = run_dir / "checkpoints" / ckpt.step_name(step) / ckpt.MARKER
     deadline = time.monotonic() + 300
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -193,7 +196,9 @@ def test_failed_save_is_loud_and_keeps_previous(tmp_path, monkeypatch):
             kw["before_rename"] = full
         return real(run_dir, step, *a, **kw)
 
-    monkeypatch.setattr(ckpt, "save_checkpoint", flaky)
+    import prorl.state
+
+    monkeypatch.setattr(prorl.state, "save_checkpoint", flaky)  # where the state saves with it
     run = tmp_path / "run"
     with pytest.raises(ckpt.CheckpointSaveError, match="No space left on device"):
         run_training(load_config(None, [*TOY, "steps=3", f"run_dir={run}"]), live=False)

@@ -14,8 +14,9 @@ from test_checkpoint import TOY
 def _start(run, tmp_path, *extra):
     args = ["train", "--run-dir", str(run), *TOY, "steps=200", "checkpoint.every=0", *extra]
     err = open(tmp_path / "stderr.txt", "w")  # noqa: SIM115 - closed by the caller's wait
-    return subprocess.Popen([sys.executable, "-m", "prorl.cli", *args],
-                            stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "prorl.cli", *args], stdout=subprocess.DEVNULL, stderr=err
+    )
 
 
 def _wait_for_step(proc, run, step):
@@ -44,8 +45,10 @@ def test_sigterm_finishes_step_checkpoints_and_resumes(tmp_path):
     # a different --run-dir value is not needed: the same command continues the run
     res = subprocess.run(
         [sys.executable, "-m", "prorl.cli", "train", "--resume", str(run), f"steps={last + 1}"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     steps = [r["step"] for r in read_jsonl(run / "metrics.jsonl")]
     assert steps == list(range(last + 2))
@@ -79,8 +82,14 @@ def stop_in_first_validation(run, tmp_path, problems):
     """Start a run whose first validation has ``problems`` problems of a procedural task
     (toy-even has only 8), one per generate call (batch_size 2 // eval.n 2): far longer
     than a signal takes to land. SIGTERM it once 2 are stored; return the stored lines."""
-    proc = _start(run, tmp_path, "data.val_tasks=rg/leg_counting",
-                  f"data.val_problems={problems}", "eval.n=2", "rollout.batch_size=2")  # fmt: skip
+    proc = _start(
+        run,
+        tmp_path,
+        "data.val_tasks=rg/leg_counting",
+        f"data.val_problems={problems}",
+        "eval.n=2",
+        "rollout.batch_size=2",
+    )
     results = run / "eval" / "results" / "step_000000" / "rg__leg_counting.jsonl"
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:

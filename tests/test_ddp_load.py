@@ -27,16 +27,26 @@ def _fresh(rank: int) -> Any:
     """A TrainState's loading surface over models whose weights differ between the ranks
     and from the checkpoint's, with another learning rate (what restore must replace)."""
     from prorl.models import tiny_model
-    from prorl.train import make_optimizer
+    from prorl.state import make_optimizer
 
     cfg = load_config("debug", ["optim.lr=0.5", "reset.target=best"])
     _, tok = load_policy("tiny")
     policy = tiny_model(tok, seed=10 + rank)
     ref = tiny_model(tok, seed=20 + rank)
     opt, sched = make_optimizer(cfg, policy)
-    return SimpleNamespace(cfg=cfg, policy=policy, ref=ref, optimizer=opt, scheduler=sched,
-                           mixture=Mixture(), resets=[], resetter=None, health=None,
-                           step=0)  # fmt: skip
+    return SimpleNamespace(
+        cfg=cfg,
+        stage=SimpleNamespace(cfg=cfg),
+        policy=policy,
+        ref=ref,
+        optimizer=opt,
+        scheduler=sched,
+        mixture=Mixture(),
+        resets=[],
+        resetter=None,
+        health=None,
+        step=0,
+    )
 
 
 def _clone(x: Any) -> Any:
@@ -64,6 +74,7 @@ def _rank(rank: int, init: str, run: str, out: str) -> None:
     import torch.distributed as dist
 
     from prorl import checkpoint as ckpt
+    from prorl import state as state_mod
     from prorl.resets import ResetDecision
     from prorl.runtime import check_resume
     from prorl.scale.fsdp import load_optimizer_state
@@ -72,24 +83,27 @@ def _rank(rank: int, init: str, run: str, out: str) -> None:
 
     torch.set_num_threads(1)
     # a short timeout: a rank left waiting for a peer fails the test instead of hanging it
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2,
-                            timeout=datetime.timedelta(seconds=60))  # fmt: skip
+    dist.init_process_group(
+        "gloo", init_method=init, rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60)
+    )
     run_dir = Path(run)
     real = run_dir / "checkpoints" / ckpt.step_name(2)
     # rank 1 is handed a folder that does not exist: any file it reads fails
     mine = real if rank == 0 else run_dir.parent / "not-there"
     state = _fresh(rank)
     fresh_policy = _clone(state.policy.state_dict())
-    ckpt.restore_state(state, mine)
+    state_mod.restore_state(state, mine)
     result: dict[str, Any] = {
         "policy": _clone(state.policy.state_dict()),
         "fresh_policy": fresh_policy,
         "ref": _clone(state.ref.state_dict()),
         "adamw": _clone(state.optimizer.state_dict()),
         "scheduler": state.scheduler.state_dict(),
-        "mixture": state.mixture.loaded, "resets": state.resets, "step": state.step,
+        "mixture": state.mixture.loaded,
+        "resets": state.resets,
+        "step": state.step,
         "rng": torch.get_rng_state(),
-    }  # fmt: skip
+    }
 
     # rank 0 cannot read (or use) a checkpoint: every rank raises, none is left waiting
     gone = run_dir.parent / "gone"
@@ -97,8 +111,8 @@ def _rank(rank: int, init: str, run: str, out: str) -> None:
     bad["param_groups"][0]["params"] = bad["param_groups"][0]["params"][:-1]
     other = load_config("debug", ["seed=99"])
     result["errors"] = _errors(
-        lambda: ckpt.load_weights(state.ref, gone / "policy"),
-        lambda: ckpt.restore_state(state, gone),
+        lambda: state_mod.load_weights(state.ref, gone / "policy"),
+        lambda: state_mod.restore_state(state, gone),
         lambda: load_optimizer_state(state.policy, state.optimizer, bad if rank == 0 else None),
         lambda: on_rank0(lambda: check_resume(other, real), share=True),
     )

@@ -30,7 +30,7 @@ CPU = torch.device("cpu")
             "auto",
             {"backend": "ray", "gpus_per_worker": 1, "cuda_count": 1},
             torch.device("cuda", 0),
-        ),  # fmt: skip
+        ),
         ("cpu", {"backend": "ray", "gpus_per_worker": 1, "cuda_count": 1}, CPU),
     ],
 )
@@ -46,7 +46,7 @@ def test_resolve_device(setting: str, kw: dict, expected: torch.device) -> None:
             "auto",
             {"backend": "ray", "gpus_per_worker": 1, "cuda_count": 0},
             "scale.gpus_per_worker=1 puts the learner ranks on GPUs",
-        ),  # fmt: skip
+        ),
         ("cuda", {"cuda_count": 2, "local_rank": 2, "world": 4}, "needs GPU 2 but sees 2"),
         ("cuda:3", {"cuda_count": 2}, "needs GPU 3 but sees 2"),
         ("cuda:0", {"cuda_count": 2, "world": 2}, "would put every learner rank on one GPU"),

@@ -36,8 +36,10 @@ def test_optimizer_state_converts_between_numbered_and_named_exactly() -> None:
     names = [[n for n, p in model.named_parameters() if p.requires_grad]]
     plain = opt.state_dict()
     named = to_named(plain, names)
-    assert list(named["state"])[:2] == ["model.embed_tokens.weight",
-                                        "model.layers.0.self_attn.q_proj.weight"]  # fmt: skip
+    assert list(named["state"])[:2] == [
+        "model.embed_tokens.weight",
+        "model.layers.0.self_attn.q_proj.weight",
+    ]
     assert named["param_groups"][0]["params"] == names[0]
     assert named["state"]["model.norm.weight"] is plain["state"][len(names[0]) - 1]
     back = to_indexed(named)
@@ -142,9 +144,21 @@ def _rank(rank: int, world: int, init: str, out: str) -> None:
     if rank == 0:
         grads = {n: p.grad for n, p in single.named_parameters()}
         total = sum(p.numel() for p in single.parameters())
-        torch.save({"held": held, "total": total, "want": want, "got": float(got), "clipped": clipped, "grads": grads,
-                    "weights": weights, "again": again, "saved": saved, "resaved": resaved},
-                   out)  # fmt: skip
+        torch.save(
+            {
+                "held": held,
+                "total": total,
+                "want": want,
+                "got": float(got),
+                "clipped": clipped,
+                "grads": grads,
+                "weights": weights,
+                "again": again,
+                "saved": saved,
+                "resaved": resaved,
+            },
+            out,
+        )
     dist.destroy_process_group()
 
 
@@ -187,16 +201,24 @@ def _fresh_sharded() -> Any:
 
     from prorl.models import tiny_model
     from prorl.scale.fsdp import shard_model
-    from prorl.train import make_optimizer
+    from prorl.state import make_optimizer
 
     policy, tok = load_policy("tiny")
     ref = tiny_model(tok, seed=2)
     shard_model(policy)
     shard_model(ref, frozen=True)
     opt, sched = make_optimizer(load_config("debug", ["optim.lr=0.5"]), policy)
-    return SimpleNamespace(policy=policy, ref=ref, optimizer=opt, scheduler=sched,
-                           mixture=Mixture(), resets=[], resetter=None, health=None,
-                           step=0)  # fmt: skip
+    return SimpleNamespace(
+        policy=policy,
+        ref=ref,
+        optimizer=opt,
+        scheduler=sched,
+        mixture=Mixture(),
+        resets=[],
+        resetter=None,
+        health=None,
+        step=0,
+    )
 
 
 def _load_on_every_rank(state: Any, folder: Any) -> None:
@@ -237,18 +259,23 @@ def _rank_loads(rank: int, world: int, init: str, folder: str, out: str) -> None
 
     import torch.distributed as dist
 
-    from prorl import checkpoint as ckpt
+    from prorl import state as state_mod
 
     torch.set_num_threads(1)
     # a short timeout: a rank left waiting for a peer fails the test instead of hanging it
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=60))  # fmt: skip
+    dist.init_process_group(
+        "gloo",
+        init_method=init,
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=60),
+    )
     real = Path(folder)
     # ranks > 0 are handed a folder that does not exist: any file they read fails
     mine = real if rank == 0 else real.parent / "not-there"
     state = _fresh_sharded()
     before = {k: v.clone() for k, v in _shards(state).items() if k.startswith("policy.")}
-    ckpt.restore_state(state, mine)
+    state_mod.restore_state(state, mine)
     rng = torch.get_rng_state()
     today = _fresh_sharded()
     _load_on_every_rank(today, real)
@@ -258,19 +285,23 @@ def _rank_loads(rank: int, world: int, init: str, folder: str, out: str) -> None
         "moments": sum(".exp_avg" in k for k in got),
         "differ": [k for k in want if not torch.equal(got[k], want[k])],
         "moved": [k for k, v in before.items() if not torch.equal(got[k], v)],
-        "groups": [{k: v for k, v in g.items() if k != "params"}
-                   for g in state.optimizer.param_groups],  # fmt: skip
-        "today_groups": [{k: v for k, v in g.items() if k != "params"}
-                         for g in today.optimizer.param_groups],  # fmt: skip
+        "groups": [
+            {k: v for k, v in g.items() if k != "params"} for g in state.optimizer.param_groups
+        ],
+        "today_groups": [
+            {k: v for k, v in g.items() if k != "params"} for g in today.optimizer.param_groups
+        ],
         "scheduler": state.scheduler.state_dict()["last_epoch"],
-        "mixture": state.mixture.loaded, "resets": state.resets, "step": state.step,
+        "mixture": state.mixture.loaded,
+        "resets": state.resets,
+        "step": state.step,
         "rng": torch.equal(rng, torch.load(real / "trainer.pt")["rng"]["torch"]),
-    }  # fmt: skip
+    }
     # rank 0 cannot read a checkpoint: every rank raises, none is left waiting
     errors = []
     for load in (
-        lambda: ckpt.load_weights(state.ref, real.parent / "gone" / "policy"),
-        lambda: ckpt.restore_state(state, real.parent / "gone"),
+        lambda: state_mod.load_weights(state.ref, real.parent / "gone" / "policy"),
+        lambda: state_mod.restore_state(state, real.parent / "gone"),
     ):
         try:
             load()

@@ -38,12 +38,15 @@ def test_training_runs_on_the_device_and_resumes_anywhere(tmp_path, monkeypatch,
     seen: list[tuple[str, str, str]] = []
     update = train.update_policy
 
-    def spy(state, groups, advantages):
-        out = update(state, groups, advantages)
+    def spy(state, batch):
+        out = update(state, batch)
         seen.append(
-            (policy_device(state.policy).type, policy_device(state.ref).type,
-             str(next(iter(state.optimizer.state.values()))["exp_avg"].device.type))
-        )  # fmt: skip
+            (
+                policy_device(state.policy).type,
+                policy_device(state.ref).type,
+                str(next(iter(state.optimizer.state.values()))["exp_avg"].device.type),
+            )
+        )
         return out
 
     monkeypatch.setattr(train, "update_policy", spy)
@@ -90,11 +93,27 @@ def test_torchrun_nccl_learners(tmp_path):
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "prorl.cli", "train", "--preset", "debug", "--run-dir", str(run),
-         "model.device=cuda"],
-        capture_output=True, text=True, timeout=900, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "prorl.cli",
+            "train",
+            "--preset",
+            "debug",
+            "--run-dir",
+            str(run),
+            "model.device=cuda",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [r for r in read_jsonl(run / "metrics.jsonl") if "train/reward" in r]
     assert rows[-1]["step"] == 3 and "policy/kl" in rows[-1]

@@ -79,17 +79,34 @@ def test_constraint_counts_kinds_filter_and_no_conflicts() -> None:
         assert set(ids) <= {"punctuation:no_comma", "startend:end_checker"}
 
 
-_LANGUAGE_NAMES = {"fr": "French", "es": "Spanish", "de": "German", "it": "Italian",
-                   "pt": "Portuguese", "nl": "Dutch", "sv": "Swedish", "pl": "Polish"}  # fmt: skip
+_LANGUAGE_NAMES = {
+    "fr": "French",
+    "es": "Spanish",
+    "de": "German",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "nl": "Dutch",
+    "sv": "Swedish",
+    "pl": "Polish",
+}
 
 
 # Text each instruction's rendering must contain, given its kwargs.
 def _expected_wording(iid: str, kw: dict[str, Any]) -> list[str]:
     rel = kw.get("relation") or kw.get("let_relation") or kw.get("capital_relation")
     words = [{"less than": "fewer than", "at least": "at least"}[rel]] if rel else []
-    for key in ("num_sentences", "num_paragraphs", "num_words", "num_placeholders",
-                "num_bullets", "num_highlights", "num_sections", "frequency", "let_frequency",
-                "capital_frequency"):  # fmt: skip
+    for key in (
+        "num_sentences",
+        "num_paragraphs",
+        "num_words",
+        "num_placeholders",
+        "num_bullets",
+        "num_highlights",
+        "num_sections",
+        "frequency",
+        "let_frequency",
+        "capital_frequency",
+    ):
         if key in kw:  # counts of occurrences render 1 as "once"
             once = key in ("frequency", "let_frequency", "capital_frequency") and kw[key] == 1
             words.append("once" if once else str(kw[key]))
@@ -199,8 +216,14 @@ def _default_kinds_response(ids: list[str], kwargs: list[dict[str, Any]], budget
 def test_default_job_prompts_are_feasible_and_trivial_responses_score_zero(
     cap: int | None, split: str
 ) -> None:
-    task = get_task("ifeval-gen", kinds=DEFAULT_JOB_KINDS, max_constraints=2,
-                    max_response_tokens=cap, val_size=500, test_size=500)  # fmt: skip
+    task = get_task(
+        "ifeval-gen",
+        kinds=DEFAULT_JOB_KINDS,
+        max_constraints=2,
+        max_response_tokens=cap,
+        val_size=500,
+        test_size=500,
+    )
     budget = task.word_budget if task.word_budget is not None else 10**6
     for i in range(500):
         ex = task.example(i, split)
@@ -256,8 +279,10 @@ def test_infeasible_explains_rejections() -> None:
     loose = [{"num_words": 150, "relation": "less than"}, {"end_phrase": "That is all."}]
     assert "always holds" in infeasible(ids, loose, "Write.", 38)
     letter = ["keywords:letter_frequency", "startend:end_checker"]
-    kws = [{"letter": "e", "let_frequency": 2, "let_relation": "less than"},
-           {"end_phrase": "Hope this helps!"}]  # fmt: skip
+    kws = [
+        {"letter": "e", "let_frequency": 2, "let_relation": "less than"},
+        {"end_phrase": "Hope this helps!"},
+    ]
     assert "force in" in infeasible(letter, kws, "Write.", None)
 
 
@@ -291,9 +316,10 @@ def test_selfcheck_passes(settings: dict[str, Any]) -> None:
 def test_gate_decides_partial_credit_and_is_recorded() -> None:
     task = get_task("ifeval-gen", kinds=DEFAULT_JOB_KINDS, min_constraints=2, max_constraints=2)
     ex = next(
-        e for e in (task.example(i) for i in range(100))
+        e
+        for e in (task.example(i) for i in range(100))
         if set(e.meta["instruction_id_list"]) == {"punctuation:no_comma", "startend:end_checker"}
-    )  # fmt: skip
+    )
     end = ex.meta["kwargs"][ex.meta["instruction_id_list"].index("startend:end_checker")]
     phrase = end["end_phrase"]
     # A real attempt that misses the end phrase keeps its partial credit.

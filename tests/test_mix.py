@@ -32,6 +32,9 @@ def test_mix_all_preset_trains_on_five_domains(tmp_path):
     seen = {k.removeprefix("train/reward/") for k in trained if k.startswith("train/reward/")}
     assert seen == set(DOMAINS), seen
     assert trained["verify/infra_errors"] == 0
-    validated = {k.split("/pass@1")[0].removeprefix("eval/") for k in rows[0]
-                 if "/pass@1" in k and k != "eval/pass@1"}  # fmt: skip
+    validated = {
+        k.split("/pass@1")[0].removeprefix("eval/")
+        for k in rows[0]
+        if "/pass@1" in k and k != "eval/pass@1"
+    }
     assert validated == set(DOMAINS)  # every domain's verifier ran on held-out items

@@ -11,7 +11,7 @@ import torch
 from prorl.config import ConfigError, load_config
 from prorl.models import load_policy
 from prorl.runtime import load_trainer_policy, reference_copy
-from prorl.train import make_optimizer
+from prorl.state import make_optimizer
 
 BF16 = ["model.name=tiny", "model.dtype=bfloat16", "model.bf16=true", "optim.lr=1e-6"]
 

@@ -102,7 +102,8 @@ def test_state_round_trip_continues_identically():
 
 
 def test_reset_reinitialises_optimizer_when_asked():
-    from prorl.train import make_optimizer, reset_reference
+    from prorl.state import make_optimizer
+    from prorl.train import reset_reference
 
     cfg = load_config(None, ["reset.reset_optimizer=true"])
     model = torch.nn.Linear(3, 2)
@@ -111,7 +112,14 @@ def test_reset_reinitialises_optimizer_when_asked():
     model(torch.ones(1, 3)).sum().backward()
     opt.step()
     assert len(opt.state) == 2
-    state = SimpleNamespace(cfg=cfg, policy=model, ref=ref, optimizer=opt, scheduler=sched)
+    state = SimpleNamespace(
+        cfg=cfg,
+        stage=SimpleNamespace(cfg=cfg),
+        policy=model,
+        ref=ref,
+        optimizer=opt,
+        scheduler=sched,
+    )
     reset_reference(state, reset_optimizer=False)
     assert state.optimizer is opt and len(opt.state) == 2
     assert torch.equal(ref.weight, model.weight)
@@ -123,8 +131,15 @@ def test_kl_trigger_resets_in_training_and_kl_is_zero_next_step(tmp_path):
     from test_checkpoint import TOY
 
     run = tmp_path / "run"
-    over = [*TOY, "steps=4", "reset.every=0", "reset.kl_max=1e-9", "eval.every=0",
-            "checkpoint.every=0", f"run_dir={run}"]  # fmt: skip
+    over = [
+        *TOY,
+        "steps=4",
+        "reset.every=0",
+        "reset.kl_max=1e-9",
+        "eval.every=0",
+        "checkpoint.every=0",
+        f"run_dir={run}",
+    ]
     run_training(load_config(None, over), live=False)
     rows = {r["step"]: r for r in read_jsonl(run / "metrics.jsonl")}
     events = [e for e in read_jsonl(run / "events.jsonl") if e["event"] == "reset"]
@@ -146,7 +161,8 @@ def test_reset_to_best_kept_checkpoint(tmp_path, tiny):
 
     from prorl import checkpoint as ckpt
     from prorl.resets import ResetDecision
-    from prorl.train import apply_reset, make_optimizer
+    from prorl.state import make_optimizer
+    from prorl.train import apply_reset
 
     model, tok = tiny
     best = copy.deepcopy(model)
@@ -161,7 +177,14 @@ def test_reset_to_best_kept_checkpoint(tmp_path, tiny):
     decision = resetter.observe(2, {"eval/pass@1": 0.1})
     assert decision is not None and decision.best_step == 1
     opt, sched = make_optimizer(cfg, policy)
-    state = SimpleNamespace(cfg=cfg, policy=policy, ref=ref, optimizer=opt, scheduler=sched)
+    state = SimpleNamespace(
+        cfg=cfg,
+        stage=SimpleNamespace(cfg=cfg),
+        policy=policy,
+        ref=ref,
+        optimizer=opt,
+        scheduler=sched,
+    )
     fields = apply_reset(state, decision, tmp_path)
     assert fields["reference"] == "checkpoint step_00000001"
     assert torch.equal(ref.model.embed_tokens.weight, best.model.embed_tokens.weight)

@@ -10,10 +10,16 @@ from prorl.runtime import run_training
 from prorl.train import TrainingStopped
 
 HEALTHY = {
-    "policy/entropy": 1.2, "policy/kl": 0.01, "policy/clipfrac": 0.02, "filter/kept_frac": 0.6,
-    "response/truncated_frac": 0.05, "optim/grad_norm": 0.8, "verify/timeouts": 0.0,
-    "verify/infra_errors": 0.0, "response/length_mean": 300.0,
-}  # fmt: skip
+    "policy/entropy": 1.2,
+    "policy/kl": 0.01,
+    "policy/clipfrac": 0.02,
+    "filter/kept_frac": 0.6,
+    "response/truncated_frac": 0.05,
+    "optim/grad_norm": 0.8,
+    "verify/timeouts": 0.0,
+    "verify/infra_errors": 0.0,
+    "response/length_mean": 300.0,
+}
 
 
 def test_defaults_quiet_on_healthy_metrics():

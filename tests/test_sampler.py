@@ -163,8 +163,14 @@ def test_more_samples_than_batch_rows(tiny):
     agree = total = 0
     for ga, gb in zip(small, big, strict=True):
         for sa, sb in zip(ga, gb, strict=True):
-            same = next((t for t, (x, y) in enumerate(zip(sa.token_ids, sb.token_ids, strict=False))
-                         if x != y), min(len(sa.token_ids), len(sb.token_ids)))  # fmt: skip
+            same = next(
+                (
+                    t
+                    for t, (x, y) in enumerate(zip(sa.token_ids, sb.token_ids, strict=False))
+                    if x != y
+                ),
+                min(len(sa.token_ids), len(sb.token_ids)),
+            )
             assert same >= 2, (sa.token_ids, sb.token_ids)
             lp_a, lp_b = torch.tensor(sa.logprobs[:same]), torch.tensor(sb.logprobs[:same])
             assert torch.allclose(lp_a, lp_b, atol=1e-4)
@@ -200,9 +206,12 @@ def test_gqa_attention_equals_sdpa_with_repeated_heads(tiny):
     def run():
         out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
         nxt = model(
-            input_ids=step, attention_mask=torch.cat([mask, torch.ones(2, 1).long()], -1),
-            position_ids=pos[:, -1:] + 1, past_key_values=out.past_key_values, use_cache=True,
-        )  # fmt: skip
+            input_ids=step,
+            attention_mask=torch.cat([mask, torch.ones(2, 1).long()], -1),
+            position_ids=pos[:, -1:] + 1,
+            past_key_values=out.past_key_values,
+            use_cache=True,
+        )
         return out.logits, nxt.logits
 
     with torch.no_grad():

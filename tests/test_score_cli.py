@@ -27,8 +27,11 @@ def test_task_scores_equivalent_answer(capsys: pytest.CaptureFixture[str]) -> No
     )
     assert code == 0 and err == ""
     assert (out["task"], out["verifier"], out["reward"], out["reason"]) == (
-        "math-gen", "math", 1.0, "ok",
-    )  # fmt: skip
+        "math-gen",
+        "math",
+        1.0,
+        "ok",
+    )
     assert out["elapsed_s"] > 0
 
 
@@ -91,10 +94,22 @@ def test_bad_input_is_one_error_line_exit_2(
 
 def test_module_entry_prints_exactly_one_json_line() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "prorl.cli", "score", "--task", "stem-gen", "--answer", "D",
-         "--response", "\\boxed{D}"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "prorl.cli",
+            "score",
+            "--task",
+            "stem-gen",
+            "--answer",
+            "D",
+            "--response",
+            "\\boxed{D}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["reward"] == 1.0

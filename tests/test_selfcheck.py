@@ -31,8 +31,9 @@ class FakeTask:
 
     def example(self, index: int, split: str = "train") -> Example:
         q = f"What is {index} + 1? Answer as <a>your answer</a>."
-        return Example(f"fake:{split}:{index}", self.name, ({"role": "user", "content": q},),
-                       str(index + 1))  # fmt: skip
+        return Example(
+            f"fake:{split}:{index}", self.name, ({"role": "user", "content": q},), str(index + 1)
+        )
 
     def format_answer(self, content: str) -> str:
         return f"<a>{content}</a>"

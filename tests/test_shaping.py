@@ -8,7 +8,7 @@ import torch
 
 from prorl import rl
 from prorl.config import ConfigError, ShapingConfig, load_config
-from prorl.train import Group, rollout_metrics, shape
+from prorl.rollouts import PromptGroup, rollout_metrics, shape
 from prorl.types import Example, Sample, Score
 
 REWARDS = torch.tensor([1.0, 0.5, 0.0, 1.0])
@@ -32,15 +32,29 @@ def test_cosine_eta_hand_values():
 
 def test_on_off_cycle():
     assert [rl.length_penalty_on(s, 2, 3) for s in range(10)] == [
-        True, True, False, False, False, True, True, False, False, False,
-    ]  # fmt: skip
+        True,
+        True,
+        False,
+        False,
+        False,
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
     assert all(rl.length_penalty_on(s, 0, 0) for s in range(5))  # no cycle: always on
     assert all(rl.length_penalty_on(s, 3, 0) for s in range(5))
 
 
 def test_shape_rewards_combined():
-    cfg = ShapingConfig(overlong="penalty", overlong_penalty=1.0, length_penalty=0.5,
-                        length_penalty_on_steps=1, length_penalty_off_steps=1)  # fmt: skip
+    cfg = ShapingConfig(
+        overlong="penalty",
+        overlong_penalty=1.0,
+        length_penalty=0.5,
+        length_penalty_on_steps=1,
+        length_penalty_off_steps=1,
+    )
     rewards, lengths = torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0, 50, 100, 25])
     trunc = torch.tensor([False, False, True, False])
     shaped, stats = rl.shape_rewards(rewards, lengths, trunc, cfg, cap=100, step=0)
@@ -69,8 +83,12 @@ def test_format_credit_is_training_only():
     """A formatted wrong answer's training reward is raised, a truncated one still zeroed;
     train/reward stays the task's score and the credit is its own metric."""
     g = _group([0.0, 0.0, 1.0, 0.0], ["stop", "stop", "stop", "length"], [3, 3, 3, 8])
-    g.scores = [Score(0.0, "wrong", formatted=True), Score(0.0, "format", formatted=False),
-                Score(1.0, "ok", formatted=True), Score(0.0, "wrong", formatted=True)]  # fmt: skip
+    g.scores = [
+        Score(0.0, "wrong", formatted=True),
+        Score(0.0, "format", formatted=False),
+        Score(1.0, "ok", formatted=True),
+        Score(0.0, "wrong", formatted=True),
+    ]
     shape([g], ShapingConfig(format_reward=0.1, overlong="zero"), cap=8, step_in_stage=0)
     assert g.rewards == [0.0, 0.0, 1.0, 0.0]
     assert g.train_rewards == pytest.approx([0.1, 0.0, 1.0, 0.0])
@@ -90,15 +108,19 @@ def _group(rewards, finish, lengths, reasons=None):
         Score(r, reason)
         for r, reason in zip(rewards, reasons or ["ok"] * len(rewards), strict=True)
     ]
-    return Group(ex, [1, 2], samples, scores)
+    return PromptGroup(ex, [1, 2], samples, scores)
 
 
 def test_step_shapes_before_filtering_and_keeps_task_reward():
     """A group whose task rewards are all 1 becomes informative once the truncated sample
     is zeroed; the task reward metric stays the verifier's, the shaped one is logged apart;
     an INFRA_ERROR sample takes the mean of the valid shaped rewards."""
-    g = _group([1.0, 1.0, 1.0, 0.0], ["stop", "length", "stop", "stop"], [3, 8, 2, 4],
-               reasons=["ok", "ok", "ok", "INFRA_ERROR"])  # fmt: skip
+    g = _group(
+        [1.0, 1.0, 1.0, 0.0],
+        ["stop", "length", "stop", "stop"],
+        [3, 8, 2, 4],
+        reasons=["ok", "ok", "ok", "INFRA_ERROR"],
+    )
     assert not rl.is_informative(g.train_rewards)
     shape([g], ShapingConfig(overlong="zero"), cap=8, step_in_stage=0)
     assert g.rewards == [1.0, 1.0, 1.0, 1.0]  # infra error filled with the valid mean

@@ -15,8 +15,9 @@ from prorl.config import ConfigError, load_config
 from prorl.metrics import read_jsonl
 from prorl.mixture import MixtureEntry, TaskMixture
 from prorl.runtime import run_training
+from prorl.state import make_optimizer
 from prorl.tasks import get_task
-from prorl.train import _set_lr, make_optimizer
+from prorl.train import _set_lr
 from test_checkpoint import TOY, _final, _rows, kill_after_checkpoint
 
 THREE = (
@@ -27,16 +28,24 @@ THREE = (
 def test_config_for_step_follows_the_schedule():
     cfg = load_config("debug", ["steps=7", THREE])
     assert [(s.name, s.start, s.end) for s in st.stage_spans(cfg)] == [
-        ("a", 0, 2), ("b", 2, 5), ("stage2", 5, 7)
-    ]  # fmt: skip
+        ("a", 0, 2),
+        ("b", 2, 5),
+        ("stage2", 5, 7),
+    ]
     got = [st.config_for_step(cfg, step) for step in range(8)]
     assert [i for i, _ in got] == [0, 0, 1, 1, 1, 2, 2, 2]  # past the end: the last stage
     assert [c.optim.lr for _, c in got] == [1e-4, 1e-4, 1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-4]
     assert [c.rollout.n for _, c in got] == [4] * 5 + [2] * 3
     assert all(c.stages == cfg.stages and c.model == cfg.model for _, c in got)
     assert [st.starts_stage(cfg, s) for s in range(7)] == [
-        None, None, st.stage_spans(cfg)[1], None, None, st.stage_spans(cfg)[2], None
-    ]  # fmt: skip
+        None,
+        None,
+        st.stage_spans(cfg)[1],
+        None,
+        None,
+        st.stage_spans(cfg)[2],
+        None,
+    ]
     # no stages: one stage, the config itself
     plain = load_config("debug")
     assert st.config_for_step(plain, 2) == (0, plain) and st.starts_stage(plain, 0) is None
@@ -85,9 +94,20 @@ def test_bad_stage_fails_at_startup_with_exit_2(tmp_path):
     run = tmp_path / "run"
     preset = _staged_preset(tmp_path, "{rollout: {nn: 4}}")
     proc = subprocess.run(
-        [sys.executable, "-m", "prorl.cli", "train", "--preset", str(preset), "--run-dir", str(run)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "prorl.cli",
+            "train",
+            "--preset",
+            str(preset),
+            "--run-dir",
+            str(run),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("prorl: error: stages[2].rollout.nn: a stage cannot change")
@@ -99,23 +119,59 @@ def test_bad_stage_fails_at_startup_with_exit_2(tmp_path):
     assert not run.exists()
 
 
+def test_schedule_answers_the_config_in_force_and_the_actions_due():
+    cfg = load_config(
+        "debug",
+        [
+            "steps=7",
+            "reset.reset_optimizer=false",
+            THREE.replace(
+                "{rollout: {n: 2}}",
+                "{rollout: {n: 2}, reset_optimizer: true, data: {tasks: [toy-even:3]}}",
+            ),
+        ],
+    )
+    schedule = st.Schedule(cfg)
+    stages = [schedule.stage(step) for step in range(8)]
+    assert [s.index for s in stages] == [0, 0, 1, 1, 1, 2, 2, 2]
+    assert [s.cfg.optim.lr for s in stages] == [1e-4, 1e-4, 1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-4]
+    assert [s.cfg.rollout.n for s in stages] == [4] * 5 + [2] * 3
+    assert stages[0].weights == {"toy-even": 1.0, "rg/leg_counting": 1.0}
+    assert stages[5].weights == {"toy-even": 3.0}  # the new mix the third stage draws
+    assert [s.label for s in (stages[0], stages[2], stages[5])] == ["a 1/3", "b 2/3", "stage2 3/3"]
+    # a reset starts stages 1 and 2; only stage 2 re-initialises AdamW
+    assert [schedule.begins(step) for step in (0, 1, 3, 4, 6)] == [None] * 5
+    assert schedule.begins(2) is stages[2] and not stages[2].reset_optimizer
+    assert schedule.begins(5) is stages[5] and stages[5].reset_optimizer
+    assert schedule.staged
+    plain = st.Schedule(load_config("debug"))
+    assert not plain.staged and plain.stage(2).cfg is plain.cfg and plain.stage(2).label == ""
+    assert plain.begins(0) is None and plain.begins(2) is None
+
+
 def test_stage_rules():
     with pytest.raises(ConfigError, match=r"stages\[1\].algo.kl_coef: needs algo.kl_coef > 0"):
         load_config(
             None, ["algo.kl_coef=0", "stages=[{steps: 1}, {steps: 1, algo: {kl_coef: 0.1}}]"]
         )
-    cfg = load_config(None, [
-        "reset.reset_optimizer=false",
-        "stages=[{steps: 1}, {steps: 1, reset_optimizer: true, data: {tasks: [toy-even:2]}},"
-        " {steps: 1, data: {tasks: [math-gen, {name: toy-even, weight: 3}]}}]",
-    ])  # fmt: skip
+    cfg = load_config(
+        None,
+        [
+            "reset.reset_optimizer=false",
+            "stages=[{steps: 1}, {steps: 1, reset_optimizer: true, data: {tasks: [toy-even:2]}},"
+            " {steps: 1, data: {tasks: [math-gen, {name: toy-even, weight: 3}]}}]",
+        ],
+    )
     assert [st.reset_optimizer_at(cfg, i) for i in range(3)] == [False, True, False]
     assert [t.name for t in st.all_tasks(cfg)] == ["rg/leg_counting", "toy-even", "math-gen"]
     assert st.describe(cfg, 2) == {"data.tasks": ["math-gen:1", "toy-even:3"]}
-    clash = load_config(None, [
-        "stages=[{steps: 1, data: {tasks: [{name: rg/leg_counting, settings: {seed: 1}}]}},"
-        " {steps: 1}]",
-    ])  # fmt: skip
+    clash = load_config(
+        None,
+        [
+            "stages=[{steps: 1, data: {tasks: [{name: rg/leg_counting, settings: {seed: 1}}]}},"
+            " {steps: 1}]",
+        ],
+    )
     with pytest.raises(ConfigError, match=r"stages\[1\].data.tasks: 'rg/leg_counting' has other"):
         st.all_tasks(clash)
 
@@ -179,8 +235,9 @@ def test_two_stages_switch_at_boundary_and_resume_inside_stage_two(tmp_path):
     assert rows[4]["policy/kl"] == 0.0 and "reset" not in rows[4]
     events = [e for e in read_jsonl(straight / "events.jsonl") if e["event"] in ("reset", "stage")]
     assert [(e["event"], e["step"], e["stage"], e["stage_name"]) for e in events] == [
-        ("stage", 0, 0, "a"), ("reset", 3, 1, "b")
-    ]  # fmt: skip
+        ("stage", 0, 0, "a"),
+        ("reset", 3, 1, "b"),
+    ]
     assert events[1]["reason"] == "stage" and events[1]["reset_optimizer"] is True
     assert events[1]["settings"]["rollout.max_new_tokens"] == 6
     # the mix follows the stage: math-gen only from step 4
@@ -196,8 +253,12 @@ def test_two_stages_switch_at_boundary_and_resume_inside_stage_two(tmp_path):
 
     # kill -9 inside stage b (after the checkpoint of step 4), resume, compare
     kill_after_checkpoint(killed, base, 4, 6)
-    res = subprocess.run([sys.executable, "-m", "prorl.cli", "train", "--resume", str(killed)],
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "prorl.cli", "train", "--resume", str(killed)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
 
     d1, p1, t1 = _final(straight)
@@ -230,8 +291,12 @@ def test_prorl_v1_stages_preset_has_the_paper_shape():
     assert [c.rollout.max_new_tokens for c in per_stage] == [8192] * 4 + [16384]
     assert [c.shaping.overlong for c in per_stage] == ["none", "none", "penalty", "none", "none"]
     assert ["ifeval-gen" in {t.name for t in c.data.tasks} for c in per_stage] == [
-        False, True, True, True, True
-    ]  # fmt: skip
+        False,
+        True,
+        True,
+        True,
+        True,
+    ]
     assert st.stage_spans(cfg)[-1].end - st.stage_spans(cfg)[-1].start == 200
 
 

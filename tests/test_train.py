@@ -84,8 +84,11 @@ def test_no_validation_when_val_problems_is_zero(tmp_path):
 def _cli(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "prorl.cli", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
 
 
 def test_cli_debug_preset_end_to_end(tmp_path):
@@ -163,8 +166,14 @@ def test_gradient_checkpointing_changes_memory_not_the_update(tmp_path, bf16):
     the mismatched saved tensors (a crash at the first backward until 2026-12-01)."""
     from ray_runs import assert_close, policy_params
 
-    args = ["steps=2", "optim.lr=3e-3", "algo.kl_coef=1e-3", "algo.mini_batches=2",
-            "checkpoint.every=1", f"model.bf16={bf16}"]  # fmt: skip
+    args = [
+        "steps=2",
+        "optim.lr=3e-3",
+        "algo.kl_coef=1e-3",
+        "algo.mini_batches=2",
+        "checkpoint.every=1",
+        f"model.bf16={bf16}",
+    ]
     plain, with_gc = tmp_path / "plain", tmp_path / "gc"
     _train(plain, *args)
     _train(with_gc, *args, "model.gradient_checkpointing=true")

@@ -23,11 +23,19 @@ def small_llama(tok, seed=0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
-        tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id, initializer_range=0.5,
-    )  # fmt: skip
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        initializer_range=0.5,
+    )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
 
@@ -213,11 +221,26 @@ def test_train_with_vllm_sampler_end_to_end(tmp_path, engine):
     tok.save_pretrained(folder)
     run = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "prorl.cli", "train", "--preset", "debug", "--run-dir", str(run),
-        f"model.name={folder}", "rollout.sampler=vllm", "rollout.vllm_kv_cache_gb=0.25",
-        "data.tasks=toy-even", "rollout.prompts_per_step=4", "rollout.n=8", "steps=3",
-        "rollout.max_new_tokens=8", "optim.lr=1e-2", "data.val_problems=1", "eval.n=1",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "prorl.cli",
+        "train",
+        "--preset",
+        "debug",
+        "--run-dir",
+        str(run),
+        f"model.name={folder}",
+        "rollout.sampler=vllm",
+        "rollout.vllm_kv_cache_gb=0.25",
+        "data.tasks=toy-even",
+        "rollout.prompts_per_step=4",
+        "rollout.n=8",
+        "steps=3",
+        "rollout.max_new_tokens=8",
+        "optim.lr=1e-2",
+        "data.val_problems=1",
+        "eval.n=1",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [r for r in read_jsonl(run / "metrics.jsonl") if "loss/pg" in r]
@@ -252,19 +275,42 @@ def test_prorl_eval_with_the_vllm_sampler_is_seeded(tmp_path):
     texts = []
     for out in (tmp_path / "a", tmp_path / "b"):
         res = subprocess.run(
-            [sys.executable, "-m", "prorl.cli", "eval", "--model", f"m={folder}", "--tasks",
-             "toy-even", "--n", "4", "--max-new-tokens", "8", "--problems", "3",
-             "--batch-size", "8", "--sampler", "vllm", "--out", str(out)],
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "prorl.cli",
+                "eval",
+                "--model",
+                f"m={folder}",
+                "--tasks",
+                "toy-even",
+                "--n",
+                "4",
+                "--max-new-tokens",
+                "8",
+                "--problems",
+                "3",
+                "--batch-size",
+                "8",
+                "--sampler",
+                "vllm",
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert res.returncode == 0, res.stderr[-2000:]
         rows = store.read_rows(store.results_path(out, "m", "toy-even"))
         assert sorted(r["index"] for r in rows) == [0, 1, 2]
         assert all(len(r["samples"]) == 4 for r in rows)
-        assert all(0.0 <= s["reward"] <= 1.0 and s["num_tokens"] >= 1
-                   for r in rows for s in r["samples"])  # fmt: skip
-        texts.append([s["text"] for r in sorted(rows, key=lambda r: r["index"])
-                      for s in r["samples"]])  # fmt: skip
+        assert all(
+            0.0 <= s["reward"] <= 1.0 and s["num_tokens"] >= 1 for r in rows for s in r["samples"]
+        )
+        texts.append(
+            [s["text"] for r in sorted(rows, key=lambda r: r["index"]) for s in r["samples"]]
+        )
     assert texts[0] == texts[1]
 
 

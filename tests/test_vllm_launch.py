@@ -80,8 +80,9 @@ def test_ray_learner_rank_with_vllm_passes(monkeypatch: pytest.MonkeyPatch) -> N
     actors, never an in-process engine."""
     _torchrun(monkeypatch, 2, 1)
     monkeypatch.setenv("PRORL_RAY_LEARNER", "1")
-    cfg = load_config("debug", ["rollout.sampler=vllm", "scale.backend=ray",
-                                "scale.learner_procs=2"])  # fmt: skip
+    cfg = load_config(
+        "debug", ["rollout.sampler=vllm", "scale.backend=ray", "scale.learner_procs=2"]
+    )
     check_launch(cfg)
 
 

@@ -55,11 +55,18 @@ def test_sleep_mode_releases_memory_between_generate_and_update():
     sampler.generate(prompts, 2, params, 0)
     sampler.generate(prompts, 2, params, 0)
     assert sampler.llm.calls == [
-        "generate", "sleep(1)",
-        "wake_up(weights)", "reload_weights", "reset_prefix_cache",
-        "wake_up(kv_cache)", "generate", "sleep(1)",
-        "wake_up(kv_cache,weights)", "generate", "sleep(1)",
-    ]  # fmt: skip
+        "generate",
+        "sleep(1)",
+        "wake_up(weights)",
+        "reload_weights",
+        "reset_prefix_cache",
+        "wake_up(kv_cache)",
+        "generate",
+        "sleep(1)",
+        "wake_up(kv_cache,weights)",
+        "generate",
+        "sleep(1)",
+    ]
 
 
 def test_cuda_cache_emptied_after_sleep_and_before_each_wake(monkeypatch):

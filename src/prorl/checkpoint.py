@@ -1,4 +1,7 @@
-"""Run directory layout, atomic checkpoints, exact resume and export.
+"""Run directory layout, atomic checkpoint files, resume points and export.
+
+This module knows files only; what a training state puts into them and how a learner
+group loads them is ``prorl.state``.
 
 ``RUN_DIR/checkpoints/step_00000010/`` holds ``policy/`` (a plain HF folder with the
 tokenizer), ``reference.pt`` (the reference policy's state dict), ``trainer.pt`` (optimizer,
@@ -17,16 +20,13 @@ import random
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import yaml
 
-from prorl.config import ConfigError, to_dict
-
-if TYPE_CHECKING:
-    from prorl.train import TrainState
+from prorl.config import ConfigError
 
 MARKER = "COMPLETE"
 TMP_PREFIX = ".tmp-"
@@ -59,7 +59,7 @@ def step_name(step: int) -> str:
     return f"step_{step:08d}"
 
 
-def _step_of(path: Path) -> int:
+def step_of(path: Path) -> int:
     return int(path.name.split("_")[1])
 
 
@@ -68,7 +68,7 @@ def _all_step_dirs(run_dir: Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [d for d in root.glob("step_*") if d.is_dir() and d.name[5:].isdigit()]
-    return sorted(found, key=_step_of)
+    return sorted(found, key=step_of)
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
@@ -84,9 +84,9 @@ def latest_policy_dir(run_dir: Path) -> Path | None:
 def resume_point(run_dir: Path) -> Path | None:
     """The newest complete checkpoint; newer incomplete ones are skipped with a warning."""
     complete = checkpoint_dirs(run_dir)
-    newest = _step_of(complete[-1]) if complete else -1
+    newest = step_of(complete[-1]) if complete else -1
     for d in _all_step_dirs(run_dir):
-        if _step_of(d) > newest:
+        if step_of(d) > newest:
             log.warning("skipping incomplete checkpoint %s (no %s marker)", d, MARKER)
     return complete[-1] if complete else None
 
@@ -193,10 +193,10 @@ def prune(run_dir: Path, keep_last: int, milestones_every: int = 0) -> list[Path
     if not complete:
         return []
     keep = set(complete[-keep_last:])
-    newest = _step_of(complete[-1])
+    newest = step_of(complete[-1])
     gone = []
     for d in _all_step_dirs(run_dir):
-        step = _step_of(d)
+        step = step_of(d)
         milestone = milestones_every > 0 and step % milestones_every == 0
         if d in keep or (milestone and d in complete) or step > newest:
             continue
@@ -214,53 +214,21 @@ def load_trainer(ckpt: Path) -> dict[str, Any]:
     return state
 
 
-def load_weights(model: Any, folder: Path) -> None:
-    """Copy the weights of an HF folder into an already built model (same architecture).
-
-    In a learner group: collective; rank 0 alone reads the folder (see ``_load_full``)."""
+def read_hf_weights(folder: Path, dtype: torch.dtype) -> dict[str, Any]:
+    """The state dict of the HF model folder ``folder`` (a checkpoint's ``policy/``)."""
     from transformers import AutoModelForCausalLM
 
-    def read() -> dict[str, Any]:
-        _quiet_hf()
-        dtype = next(model.parameters()).dtype
-        return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).state_dict()
-
-    _load_full(model, read)
+    _quiet_hf()
+    weights: dict[str, Any] = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).state_dict()
+    return weights
 
 
-def load_reference(ref: Any, ckpt: Path) -> None:
-    _load_full(
-        ref, lambda: torch.load(ckpt / "reference.pt", map_location="cpu", weights_only=True)
+def read_reference(ckpt: Path) -> dict[str, Any]:
+    """The reference policy's state dict stored in checkpoint ``ckpt``."""
+    weights: dict[str, Any] = torch.load(
+        ckpt / "reference.pt", map_location="cpu", weights_only=True
     )
-
-
-def _load_full(model: Any, read: Callable[[], dict[str, Any]]) -> None:
-    """``model.load_state_dict(read())``. In a learner group (collective: every rank loads
-    the same checkpoint) only rank 0 calls ``read``, so ranks > 0 need not see the run
-    directory: an FSDP2-sharded model gets its shards scattered from rank 0 one tensor at a
-    time (a node's ranks hold one whole copy between them, not one each); a DDP rank 0
-    loads its model and broadcasts each tensor into the others' in place."""
-    from prorl.scale.fsdp import is_sharded, load_full_model_state
-    from prorl.scale.learner import broadcast_module, in_group, on_rank0
-
-    if is_sharded(model):
-        load_full_model_state(model, on_rank0(read))
-        return
-    on_rank0(lambda: model.load_state_dict(read()))  # a state that does not fit: raises
-    if in_group():
-        broadcast_module(model)
-
-
-def kept_checkpoint(run_dir: Path, step: int) -> Path | None:
-    """The complete checkpoint of ``step`` if the run kept it. In a learner group rank 0
-    looks and every rank gets its answer (collective), so the ranks cannot disagree."""
-    from prorl.scale.learner import on_rank0
-
-    def look() -> Path | None:
-        found = [d for d in checkpoint_dirs(run_dir) if _step_of(d) == step]
-        return found[0] if found else None
-
-    return on_rank0(look, share=True)
+    return weights
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -322,79 +290,6 @@ def truncate_jsonl(path: Path, step: int) -> int:
     return dropped
 
 
-# --- a training state <-> a checkpoint ------------------------------------------------------
-
-
-def trainer_state(state: TrainState) -> dict[str, Any]:
-    """Everything besides the weights that a resumed run needs to continue exactly."""
-    return {
-        "optimizer": state.optimizer.state_dict(),
-        "scheduler": state.scheduler.state_dict(),
-        "mixture": state.mixture.state_dict(),
-        "rng": rng_state(),
-        "resets": state.resets,
-        "resetter": state.resetter.state_dict() if state.resetter else {},
-        "health": state.health.state_dict() if state.health else {},
-    }
-
-
-def restore_state(state: TrainState, folder: Path) -> None:
-    """Load checkpoint ``folder`` into a freshly built ``state`` (same config).
-
-    In a learner group (DDP or FSDP2; collective) rank 0 alone reads the files: it sends
-    the weights and AdamW's moments tensor by tensor (scattered to shards under FSDP2), and
-    the rest of ``trainer.pt`` (scheduler, data cursor, RNG states, ...: small) as one
-    broadcast object. Every rank ends with rank 0's state; ranks > 0 read nothing."""
-    from prorl.scale.fsdp import load_optimizer_state
-    from prorl.scale.learner import broadcast, in_group, on_rank0
-
-    load_weights(state.policy, folder / "policy")
-    if state.ref is not None:
-        load_reference(state.ref, folder)
-    saved = on_rank0(lambda: load_trainer(folder))
-    optimizer = saved.pop("optimizer") if saved is not None else None
-    if in_group():
-        saved = broadcast(saved)  # rank 0's, without the optimizer's tensors
-    assert saved is not None
-    load_optimizer_state(state.policy, state.optimizer, optimizer)
-    state.scheduler.load_state_dict(saved["scheduler"])
-    state.mixture.load_state_dict(saved["mixture"])
-    state.resets = list(saved["resets"])
-    if state.resetter is not None and saved.get("resetter"):
-        state.resetter.load_state_dict(saved["resetter"])
-    if state.health is not None and saved.get("health"):
-        state.health.load_state_dict(saved["health"])
-    state.step = int(saved["step"])
-    set_rng_state(saved["rng"])  # last: nothing above may draw from the RNGs
-
-
-def save_state(state: TrainState, run_dir: Path) -> Path:
-    """Write a checkpoint of ``state`` and prune old ones; a failure raises
-    CheckpointSaveError and leaves the previous checkpoints as they were."""
-    c = state.cfg.checkpoint
-    # FSDP2: every rank takes part in gathering the whole weights; rank 0 gets them
-    full = state.learner.full_state(state) if state.learner is not None else None
-    if state.learner is not None and not state.learner.is_main:  # rank 0 writes it
-        state.learner.barrier()
-        return run_dir / "checkpoints" / step_name(state.step)
-    try:
-        folder = save_checkpoint(
-            run_dir, state.step, state.policy, state.tokenizer, state.ref,
-            {**trainer_state(state), **(full or {}).get("trainer", {})},
-            to_dict(state.base_cfg or state.cfg),  # the run's, not a stage's
-            full=full,
-        )  # fmt: skip
-    except OSError as e:
-        raise CheckpointSaveError(
-            f"saving the checkpoint of step {state.step} failed: {e}; "
-            "the previous checkpoints are intact"
-        ) from e
-    prune(run_dir, c.keep_last, c.milestones_every)
-    if state.learner is not None:  # the group leaves the save together (ranks > 0 wait above)
-        state.learner.barrier()
-    return folder
-
-
 # --- export -------------------------------------------------------------------------------
 
 
@@ -411,9 +306,9 @@ def export(run_dir: Path, out_dir: Path, step: int | None = None) -> Path:
     if step is None:
         ckpt = dirs[-1]
     else:
-        match = [d for d in dirs if _step_of(d) == step]
+        match = [d for d in dirs if step_of(d) == step]
         if not match:
-            have = ", ".join(str(_step_of(d)) for d in dirs)
+            have = ", ".join(str(step_of(d)) for d in dirs)
             raise ValueError(f"export: no complete checkpoint at step {step} (have: {have})")
         ckpt = match[0]
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -68,8 +68,11 @@ class ModelConfig:
 def check_device(setting: str, key: str) -> None:
     """A device setting (``model.device``, ``prorl eval --device``): auto, cpu, cuda, cuda:N."""
     kind, _, index = setting.partition(":")
-    _check(setting in ("auto", "cpu", "cuda") or (kind == "cuda" and index.isdigit()), key,
-           "choose auto, cpu, cuda or cuda:N")  # fmt: skip
+    _check(
+        setting in ("auto", "cpu", "cuda") or (kind == "cuda" and index.isdigit()),
+        key,
+        "choose auto, cpu, cuda or cuda:N",
+    )
 
 
 @dataclass(frozen=True)
@@ -177,9 +180,10 @@ class AlgoConfig:
             0 <= self.is_low <= 1 <= self.is_high, "algo.is_low", "need 0 <= is_low <= 1 <= is_high"
         )
         _check(
-            not self.truncated_is or self.old_logprobs == "trainer", "algo.truncated_is",
+            not self.truncated_is or self.old_logprobs == "trainer",
+            "algo.truncated_is",
             "needs algo.old_logprobs=trainer (with sampler the ratio already uses its log-probs)",
-        )  # fmt: skip
+        )
 
 
 @dataclass(frozen=True)
@@ -323,12 +327,16 @@ class ScaleConfig:
         strategies = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
         _check(self.placement in strategies, "scale.placement", f"one of {', '.join(strategies)}")
         _check(self.timeout_s > 0, "scale.timeout_s", "must be > 0")
-        _check(self.learner_strategy in ("ddp", "fsdp2"), "scale.learner_strategy",
-               "choose ddp or fsdp2")  # fmt: skip
         _check(
-            self.backend == "ray" or self.learner_procs == 1, "scale.learner_procs",
+            self.learner_strategy in ("ddp", "fsdp2"),
+            "scale.learner_strategy",
+            "choose ddp or fsdp2",
+        )
+        _check(
+            self.backend == "ray" or self.learner_procs == 1,
+            "scale.learner_procs",
             "needs scale.backend=ray (or launch with torchrun: docs/scaling.md)",
-        )  # fmt: skip
+        )
 
 
 @dataclass(frozen=True)
@@ -359,8 +367,9 @@ class ShapingConfig:
         )
         _check(
             not self.length_penalty_off_steps or self.length_penalty_on_steps > 0,
-            "shaping.length_penalty_off_steps", "needs length_penalty_on_steps > 0 (the on phase)",
-        )  # fmt: skip
+            "shaping.length_penalty_off_steps",
+            "needs length_penalty_on_steps > 0 (the on phase)",
+        )
 
 
 WANDB_MODES = ("offline", "online")
@@ -432,10 +441,11 @@ class StageConfig:
         for section, allowed in STAGE_KEYS.items():
             for key in getattr(self, section):
                 _check(
-                    allowed is None or key in allowed, f"{section}.{key}",
+                    allowed is None or key in allowed,
+                    f"{section}.{key}",
                     "a stage cannot change this; stages can change "
                     + ", ".join(f"{s}.{k}" for s, ks in STAGE_KEYS.items() for k in ks or ("*",)),
-                )  # fmt: skip
+                )
 
     def overrides(self) -> dict[str, dict[str, Any]]:
         """Non-empty sections: ``{"rollout": {"n": 32}, ...}``."""
@@ -471,9 +481,10 @@ class Config:
                 stage_section(self, section, values, f"stages[{i}].")
             kl = stage.algo.get("kl_coef", self.algo.kl_coef)
             _check(
-                self.algo.kl_coef > 0 or not kl, f"stages[{i}].algo.kl_coef",
+                self.algo.kl_coef > 0 or not kl,
+                f"stages[{i}].algo.kl_coef",
                 "needs algo.kl_coef > 0 in the base config (else no reference model is kept)",
-            )  # fmt: skip
+            )
         stage_ends(self)  # lengths in order, and ``steps`` equal to their sum
 
 
@@ -503,16 +514,18 @@ def stage_ends(cfg: Config) -> list[int]:
         else:
             _check(last, f"stages[{i}]", "give steps (its length) or until_step (its end)")
             _check(
-                cfg.steps > start, "steps",
+                cfg.steps > start,
+                "steps",
                 f"{cfg.steps} leaves nothing for the open last stage (it starts at step {start})",
-            )  # fmt: skip
+            )
             end = cfg.steps
         if last:
             _check(
-                cfg.steps == end, "steps",
+                cfg.steps == end,
+                "steps",
                 f"{cfg.steps}, but the stages end at step {end}; leave steps out (the stages "
                 "set it) or leave the last stage's length out (it then runs until steps)",
-            )  # fmt: skip
+            )
         ends.append(end)
     return ends
 

@@ -25,9 +25,15 @@ from prorl.config import ConfigError, check_device
 
 
 def resolve_device(
-    setting: str, *, backend: str = "local", gpus_per_worker: float = 0.0, world: int = 1,
-    local_rank: int = 0, cuda_count: int = 0, key: str = "model.device",
-) -> torch.device:  # fmt: skip
+    setting: str,
+    *,
+    backend: str = "local",
+    gpus_per_worker: float = 0.0,
+    world: int = 1,
+    local_rank: int = 0,
+    cuda_count: int = 0,
+    key: str = "model.device",
+) -> torch.device:
     """The learner device of one rank for ``model.device`` = ``setting`` (``auto``, ``cpu``,
     ``cuda`` or ``cuda:N``), given what this process sees (``cuda_count`` GPUs). ``key``
     names the setting in errors."""
@@ -76,7 +82,10 @@ def learner_device(cfg: object, world: int) -> torch.device:
     ``LOCAL_RANK`` torchrun sets (0 for a Ray actor, which sees only its own GPUs)."""
     model, scale = cfg.model, cfg.scale  # type: ignore[attr-defined]
     return resolve_device(
-        model.device, backend=scale.backend, gpus_per_worker=scale.gpus_per_worker,
-        world=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        model.device,
+        backend=scale.backend,
+        gpus_per_worker=scale.gpus_per_worker,
+        world=world,
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
         cuda_count=visible_gpus(),
-    )  # fmt: skip
+    )

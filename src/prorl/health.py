@@ -45,8 +45,9 @@ class HealthMonitor:
             bound = _violated(check, float(value))
             self.counts[i] = self.counts[i] + 1 if bound else 0
             if bound and self.counts[i] >= check.patience:
-                alarms.append(Alarm(check.metric, float(value), bound, check.action,
-                                    self.counts[i]))  # fmt: skip
+                alarms.append(
+                    Alarm(check.metric, float(value), bound, check.action, self.counts[i])
+                )
         return alarms
 
     def state_dict(self) -> dict[str, Any]:

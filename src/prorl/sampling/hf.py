@@ -116,10 +116,13 @@ class HFSampler:
             room = reserved_cache(model, first, full) if self.reserve_kv else None
             with self._autocast():
                 out = model(
-                    input_ids=ids, attention_mask=mask, position_ids=positions,
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=positions,
                     past_key_values=room,
-                    use_cache=True, logits_to_keep=1,  # only the last position, not [U, P, V]
-                )  # fmt: skip
+                    use_cache=True,
+                    logits_to_keep=1,  # only the last position, not [U, P, V]
+                )
             cache, logits = out.past_key_values, out.logits[:, -1]  # [U, V]
             # Copy each prompt's cache to the rows of its samples.
             expand = torch.repeat_interleave(torch.arange(len(prompts)), torch.tensor(repeats))
@@ -149,9 +152,12 @@ class HFSampler:
                 step_pos = step_pos + 1
                 with self._autocast():
                     out = model(
-                        input_ids=token[:, None], attention_mask=mask, position_ids=step_pos,
-                        past_key_values=cache, use_cache=True,
-                    )  # fmt: skip
+                        input_ids=token[:, None],
+                        attention_mask=mask,
+                        position_ids=step_pos,
+                        past_key_values=cache,
+                        use_cache=True,
+                    )
                 cache, logits = out.past_key_values, out.logits[:, -1]
         finally:
             model.train(was_training)

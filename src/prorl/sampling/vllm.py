@@ -150,8 +150,10 @@ class VLLMSampler:
             # already exceed the default 4096-token step. So prompts are prefilled whole,
             # with a step budget that fits the longest one.
             model_len = max_model_len or int(policy.config.max_position_embeddings)
-            memory |= {"enable_chunked_prefill": False,
-                       "max_num_batched_tokens": max(4096, model_len)}  # fmt: skip
+            memory |= {
+                "enable_chunked_prefill": False,
+                "max_num_batched_tokens": max(4096, model_len),
+            }
         try:
             with _preserve_process_state():
                 self.llm = vllm.LLM(
@@ -181,9 +183,15 @@ class VLLMSampler:
         # auto: model.dtype, the frozen copies' dtype (the trainer's policy is always fp32)
         dtype = cfg.model.dtype if ro.vllm_dtype == "auto" else ro.vllm_dtype
         return cls(
-            policy, tokenizer, dtype=dtype, seed=cfg.seed, max_num_seqs=ro.batch_size,
-            kv_cache_gb=ro.vllm_kv_cache_gb, gpu_memory=ro.vllm_gpu_memory, sleep=ro.vllm_sleep,
-        )  # fmt: skip
+            policy,
+            tokenizer,
+            dtype=dtype,
+            seed=cfg.seed,
+            max_num_seqs=ro.batch_size,
+            kv_cache_gb=ro.vllm_kv_cache_gb,
+            gpu_memory=ro.vllm_gpu_memory,
+            sleep=ro.vllm_sleep,
+        )
 
     def update_weights(self, model: Any) -> None:
         """Copy ``model``'s parameters into the engine in place (no restart, no disk)."""
