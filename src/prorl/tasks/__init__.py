@@ -8,10 +8,9 @@ adding a task family is adding a file, nothing else.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any
 
+from prorl.plugins import import_all
 from prorl.tasks.base import (
     SPLITS,
     Task,
@@ -36,19 +35,10 @@ __all__ = [
     "register_task",
 ]
 
-_SKIP = {"base"}
-_loaded = False
-
 
 def _load_builtin() -> None:
-    # Importing the modules runs their @register_task decorators.
-    global _loaded
-    if _loaded:
-        return
-    for info in pkgutil.iter_modules(__path__):
-        if info.name not in _SKIP and not info.name.startswith("_"):
-            importlib.import_module(f"prorl.tasks.{info.name}")
-    _loaded = True
+    # Importing the modules runs their registration decorators.
+    import_all("prorl.tasks", __path__, {"base"})
 
 
 def get_task(name: str, **settings: Any) -> Task:

@@ -7,9 +7,7 @@ the package first (discovered with pkgutil), so adding a verifier is adding a fi
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
+from prorl.plugins import import_all
 from prorl.verify.registry import (
     Verifier,
     as_score,
@@ -20,18 +18,10 @@ from prorl.verify.registry import (
 
 __all__ = ["as_score", "get_verifier", "list_verifiers", "register_verifier"]
 
-_SKIP = {"registry"}
-_loaded = False
-
 
 def _load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
-    for info in pkgutil.iter_modules(__path__):
-        if info.name not in _SKIP and not info.name.startswith("_"):
-            importlib.import_module(f"prorl.verify.{info.name}")
-    _loaded = True
+    # Importing the modules runs their registration decorators.
+    import_all("prorl.verify", __path__, {"registry"})
 
 
 def get_verifier(name: str) -> Verifier:
