@@ -58,4 +58,8 @@ def test_objective_without_reference_is_the_policy_loss():
         old = lp.detach() - 0.1
         loss, stats = rl_objective(name, lp, old, ADV, MASK, 0.2, 0.3)
         want, want_stats = fn(lp, old, ADV, MASK, 0.2, 0.3)
-        assert float(loss.detach()) == float(want.detach()) and stats == want_stats and "kl" not in stats
+        assert (
+            float(loss.detach()) == float(want.detach())
+            and stats == want_stats
+            and "kl" not in stats
+        )

@@ -250,7 +250,9 @@ class RayVerifierPool:
     """A ``VerifierExecutor`` over K Ray verifier actors: contiguous shares of each batch."""
 
     def __init__(self, workers: int, timeout_s: float, cpus: float, strategy: str) -> None:
-        self.actor_pool = ActorPool(VerifierWorker, (timeout_s,), workers, cpus, 0, strategy, "verifier")
+        self.actor_pool = ActorPool(
+            VerifierWorker, (timeout_s,), workers, cpus, 0, strategy, "verifier"
+        )
 
     def score_batch(self, items: Sequence[Any]) -> list[Score]:
         k = len(self.actor_pool.actors)
