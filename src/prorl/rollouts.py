@@ -92,7 +92,7 @@ def shape(groups: list[PromptGroup], cfg: ShapingConfig, cap: int, step_in_stage
 
 
 def rollout_metrics(
-    all_groups: list[PromptGroup], kept: list[PromptGroup], batch: rl.DynamicBatch, cap: int
+    all_groups: list[PromptGroup], batch: rl.DynamicBatch, cap: int
 ) -> dict[str, float]:
     """Rewards over every scored sample (kept or not), shaping, lengths, verifier trouble
     and dynamic sampling's counts."""

@@ -98,7 +98,7 @@ def rl_step(state: TrainState) -> dict[str, float]:
     state.step += 1
 
     # 3. Metrics: rewards over every scored sample, the update's stats, throughput.
-    metrics.update(rollout_metrics(all_groups, kept, batch, ro.max_new_tokens))
+    metrics.update(rollout_metrics(all_groups, batch, ro.max_new_tokens))
     metrics["time/step_s"] = time.monotonic() - t0
     tokens = sum(len(s.token_ids) for g in all_groups for s in g.samples)
     metrics["perf/gen_tokens_per_s"] = tokens / max(metrics["time/generate_s"], 1e-9)
