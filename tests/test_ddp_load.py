@@ -41,6 +41,7 @@ def _fresh(rank: int) -> Any:
         ref=ref,
         optimizer=opt,
         scheduler=sched,
+        producer=None,  # no steps drawn ahead
         mixture=Mixture(),
         resets=[],
         resetter=None,

@@ -213,6 +213,7 @@ def _fresh_sharded() -> Any:
         ref=ref,
         optimizer=opt,
         scheduler=sched,
+        producer=None,  # no steps drawn ahead
         mixture=Mixture(),
         resets=[],
         resetter=None,

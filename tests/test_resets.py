@@ -119,6 +119,7 @@ def test_reset_reinitialises_optimizer_when_asked():
         ref=ref,
         optimizer=opt,
         scheduler=sched,
+        producer=None,  # no steps drawn ahead
     )
     reset_reference(state, reset_optimizer=False)
     assert state.optimizer is opt and len(opt.state) == 2
@@ -184,6 +185,7 @@ def test_reset_to_best_kept_checkpoint(tmp_path, tiny):
         ref=ref,
         optimizer=opt,
         scheduler=sched,
+        producer=None,  # no steps drawn ahead
     )
     fields = apply_reset(state, decision, tmp_path)
     assert fields["reference"] == "checkpoint step_00000001"

@@ -92,7 +92,7 @@ def test_format_credit_is_training_only():
     shape([g], ShapingConfig(format_reward=0.1, overlong="zero"), cap=8, step_in_stage=0)
     assert g.rewards == [0.0, 0.0, 1.0, 0.0]
     assert g.train_rewards == pytest.approx([0.1, 0.0, 1.0, 0.0])
-    m = rollout_metrics([g], rl.DynamicBatch(1, 1), 8)
+    m = rollout_metrics([g], rl.DynamicBatch(1, 1))
     assert m["train/reward"] == 0.25  # correctness only
     assert m["train/format_credit"] == pytest.approx(0.2 / 4)  # 0.1 twice, over 4 samples
     assert m["train/format_rate"] == 0.75
@@ -128,7 +128,7 @@ def test_step_shapes_before_filtering_and_keeps_task_reward():
     assert rl.is_informative(g.train_rewards)
     batch = rl.DynamicBatch(1, 1)
     batch.add([g], [g.train_rewards])
-    m = rollout_metrics([g], batch, 8)
+    m = rollout_metrics([g], batch)
     assert m["train/reward"] == 1.0  # the verifier's rewards of the 3 valid samples
     assert m["train/reward_shaped"] == pytest.approx(2 / 3)
     assert m["shaping/overlong_frac"] == 0.25 and m["shaping/length_penalty_on"] == 0.0
@@ -141,7 +141,7 @@ def test_length_penalty_in_step():
     assert g.train_rewards == pytest.approx([1.0, 0.9])  # eta 0 at length 0, -1 at the cap
     shape([g], cfg, cap=8, step_in_stage=2)  # the off phase
     assert g.train_rewards == [1.0, 1.0]
-    m = rollout_metrics([g], rl.DynamicBatch(1, 1), 8)
+    m = rollout_metrics([g], rl.DynamicBatch(1, 1))
     assert m["shaping/length_penalty_mean"] == 0.0 and m["shaping/length_penalty_on"] == 0.0
     assert math.isclose(m["train/reward_shaped"], 1.0)
 

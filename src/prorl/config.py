@@ -114,6 +114,12 @@ class RolloutConfig:
     vllm_kv_cache_gb: float = 1.0  # CPU: memory reserved for the KV cache
     vllm_gpu_memory: float = 0.4  # GPU: share of GPU memory for weights + KV cache
     vllm_sleep: bool = False  # GPU: free the engine's memory while the trainer updates
+    # Asynchronous rollouts (docs/async.md): step t is drawn from the policy of step
+    # t - max_staleness by a rollout thread while the trainer updates; 0: synchronous.
+    max_staleness: int = 0
+    # What a reset does to steps drawn ahead: keep (a reset changes the reference and
+    # AdamW, not the policy that drew them) | redraw (the same prompts, from the policy now)
+    on_reset: str = "keep"
 
     def __post_init__(self) -> None:
         _check(self.sampler in ("hf", "vllm"), "rollout.sampler", "choose hf or vllm")
@@ -128,6 +134,8 @@ class RolloutConfig:
         _check(self.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
         _check(self.batch_size >= 1, "rollout.batch_size", "must be >= 1")
         _check(self.max_rounds >= 1, "rollout.max_rounds", "must be >= 1")
+        _check(self.max_staleness >= 0, "rollout.max_staleness", "must be >= 0 (0: synchronous)")
+        _check(self.on_reset in ("keep", "redraw"), "rollout.on_reset", "choose keep or redraw")
 
 
 POLICY_LOSSES = ("ppo", "gspo", "cispo")
@@ -486,6 +494,26 @@ class Config:
                 "needs algo.kl_coef > 0 in the base config (else no reference model is kept)",
             )
         stage_ends(self)  # lengths in order, and ``steps`` equal to their sum
+        if self.rollout.max_staleness > 0:
+            check_async(self)
+
+
+def check_async(cfg: Config) -> None:
+    """Asynchronous rollouts need a correction for the lag, and one learner process."""
+    a = cfg.algo
+    _check(
+        a.truncated_is or a.old_logprobs == "sampler",
+        "rollout.max_staleness",
+        f"{cfg.rollout.max_staleness} draws samples from an older policy; correct for it with "
+        "algo.truncated_is=true (weights pi_old / pi_sampler, truncated) or "
+        "algo.old_logprobs=sampler (the ratio starts from the sampler's log-probs)",
+    )
+    _check(
+        cfg.scale.learner_procs == 1,
+        "rollout.max_staleness",
+        "is not supported with several learner processes (scale.learner_procs > 1) yet; "
+        "use max_staleness=0 there",
+    )
 
 
 def stage_section(cfg: Config, section: str, values: dict[str, Any], where: str = "") -> Any:

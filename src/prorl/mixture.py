@@ -38,20 +38,28 @@ class TaskMixture:
         self.cursor: dict[str, int] = {e.name: 0 for e in entries}
         self._perms: dict[str, tuple[int, list[int]]] = {}  # task -> (epoch, order)
 
-    def draw(self, count: int, step: int, round_: int = 0) -> list[Example]:
+    def draw(
+        self, count: int, step: int, round_: int = 0, weights: dict[str, float] | None = None
+    ) -> list[Example]:
+        """``count`` examples for generation round ``round_`` of step ``step``, from the mix
+        ``weights`` (a stage's; default: the mix set last)."""
         rng = random.Random(derive_seed(self.seed, "mixture", step, round_))
-        picks = rng.choices(self.entries, weights=self.weights, k=count)
+        mix = self.weights if weights is None else self._weights_of(weights)
+        picks = rng.choices(self.entries, weights=mix, k=count)
         return [self._next(e) for e in picks]
 
     def set_weights(self, weights: dict[str, float]) -> None:
         """A new mix (a training stage's): tasks left out get weight 0 and are not drawn,
         but keep their cursor for a later stage that brings them back."""
+        self.weights = self._weights_of(weights)
+
+    def _weights_of(self, weights: dict[str, float]) -> list[float]:
         unknown = set(weights) - set(self.cursor)
         if unknown:
             raise ValueError(f"tasks not in the mixture: {sorted(unknown)}")
         if not any(w > 0 for w in weights.values()):
             raise ValueError("a task mix needs a task with a positive weight")
-        self.weights = [weights.get(e.name, 0.0) for e in self.entries]
+        return [weights.get(e.name, 0.0) for e in self.entries]
 
     def _next(self, entry: MixtureEntry) -> Example:
         i = self.cursor[entry.name]

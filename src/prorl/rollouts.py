@@ -24,6 +24,7 @@ class PromptGroup:
     scores: list[Score]
     shaped: list[float] | None = None  # rewards after shaping; None: the task rewards
     shaping: dict[str, float] = field(default_factory=dict)  # rl.shape_rewards' stats
+    version: int = 0  # the policy that drew the samples: the step at whose start it was current
 
     @property
     def rewards(self) -> list[float]:
@@ -91,9 +92,7 @@ def shape(groups: list[PromptGroup], cfg: ShapingConfig, cap: int, step_in_stage
         g.shaped = shaped.tolist()
 
 
-def rollout_metrics(
-    all_groups: list[PromptGroup], batch: rl.DynamicBatch, cap: int
-) -> dict[str, float]:
+def rollout_metrics(all_groups: list[PromptGroup], batch: rl.DynamicBatch) -> dict[str, float]:
     """Rewards over every scored sample (kept or not), shaping, lengths, verifier trouble
     and dynamic sampling's counts."""
     m: dict[str, float] = {}

@@ -28,9 +28,11 @@ from prorl.checkpoint import (
     step_name,
     step_of,
 )
+from prorl.collect import StepRollouts
 from prorl.config import Config, to_dict
 from prorl.health import HealthMonitor
 from prorl.mixture import TaskMixture
+from prorl.producer import RolloutProducer
 from prorl.resets import ResetPolicy
 from prorl.sampling.base import Sampler
 from prorl.scale.base import Learner
@@ -59,10 +61,15 @@ class TrainState:
     step: int = 0
     resets: list[dict[str, Any]] = field(default_factory=list)
     sampled: list[str] = field(default_factory=list)  # uids drawn in the last step
+    sampled_version: int = 0  # the policy that drew them (its update count)
     stop_requested: bool = False  # set by the first SIGINT/SIGTERM: save and stop
     resetter: ResetPolicy = field(init=False)
     health: HealthMonitor = field(init=False)
     learner: Learner | None = None  # several torch.distributed processes train together
+    producer: RolloutProducer | None = None  # draws steps ahead (rollout.max_staleness > 0)
+    # steps drawn ahead that a checkpoint carried, and the lag they were drawn with
+    inflight: list[StepRollouts] = field(default_factory=list)
+    inflight_lag: int = 0
     _schedule: Schedule | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -153,7 +160,9 @@ def kept_checkpoint(run_dir: Path, step: int) -> Path | None:
 
 
 def trainer_state(state: TrainState) -> dict[str, Any]:
-    """Everything besides the weights that a resumed run needs to continue exactly."""
+    """Everything besides the weights that a resumed run needs to continue exactly. The
+    steps drawn ahead are finished first, so the mixture's cursor is the one after them."""
+    ahead = state.producer.drain() if state.producer is not None else []
     return {
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
@@ -162,6 +171,8 @@ def trainer_state(state: TrainState) -> dict[str, Any]:
         "resets": state.resets,
         "resetter": state.resetter.state_dict(),
         "health": state.health.state_dict(),
+        "inflight": [r.to_state() for r in ahead],
+        "inflight_lag": state.cfg.rollout.max_staleness if ahead else 0,
     }
 
 
@@ -188,6 +199,8 @@ def restore_state(state: TrainState, folder: Path) -> None:
         state.resetter.load_state_dict(saved["resetter"])
     if saved.get("health"):
         state.health.load_state_dict(saved["health"])
+    state.inflight = [StepRollouts.from_state(d) for d in saved.get("inflight", [])]
+    state.inflight_lag = int(saved.get("inflight_lag", 0))
     state.step = int(saved["step"])
     set_rng_state(saved["rng"])  # last: nothing above may draw from the RNGs
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +18,25 @@ import numpy as np
 import torch
 
 from prorl import rl
+from prorl.ahead import Validate, policy_snapshot, rollouts_ahead, validate_now
+from prorl.collect import collect_rollouts
 from prorl.config import Config, to_dict
 from prorl.display import Display
 from prorl.metrics import MetricsWriter, WandbLogger, append_jsonl
-from prorl.models import encode_prompts
 from prorl.resets import ResetDecision
-from prorl.rollouts import PromptGroup, RolloutBatch, rollout_metrics, shape
-from prorl.sampling.base import derive_seed
+from prorl.rollouts import RolloutBatch
 from prorl.stages import Stage
 from prorl.stages import describe as st_describe
-from prorl.state import TrainState, kept_checkpoint, load_weights, make_optimizer, save_state
-from prorl.types import SamplingParams
+from prorl.state import (
+    TrainState,
+    kept_checkpoint,
+    load_weights,
+    make_optimizer,
+    save_state,
+)
 from prorl.update import update_policy
 
 SAMPLES = "samples.jsonl"  # per step: the uids of every example drawn (resume checks)
-
-Validate = Callable[[TrainState], dict[str, float]]  # prorl.runtime.make_validate
 
 
 class TrainingStopped(Exception):
@@ -55,57 +56,41 @@ def rl_step(state: TrainState) -> dict[str, float]:
     cfg, step = stage.cfg, state.step  # the config in force in this stage
     t0 = time.monotonic()
 
-    # 1. Rollouts, scored and shaped, with dynamic sampling: keep groups whose rewards
-    # differ; refill.
-    ro = cfg.rollout
-    params = SamplingParams(ro.temperature, ro.top_p, ro.max_new_tokens)
-    batch: rl.DynamicBatch[PromptGroup] = rl.DynamicBatch(
-        ro.prompts_per_step, ro.max_rounds if ro.dynamic_sampling else 1
-    )
-    all_groups: list[PromptGroup] = []
-    state.sampled = []
-    timing: dict[str, float] = defaultdict(float)
-    while not batch.full and not batch.exhausted:
-        examples = state.mixture.draw(batch.need, step, batch.rounds)
-        state.sampled += [ex.uid for ex in examples]
-        prompt_ids = encode_prompts(state.tokenizer, examples)
-        seeds = [derive_seed(cfg.seed, step, ex.uid) for ex in examples]
-        t = time.monotonic()
-        samples = state.sampler.generate(prompt_ids, ro.n, params, seeds)
-        timing["time/generate_s"] += time.monotonic() - t
-        t = time.monotonic()
-        scores = state.scorer(examples, samples)
-        timing["time/score_s"] += time.monotonic() - t
-        groups = [PromptGroup(*g) for g in zip(examples, prompt_ids, samples, scores, strict=True)]
-        shape(groups, cfg.shaping, ro.max_new_tokens, step - stage.start)  # before filtering
-        all_groups += groups
-        if ro.dynamic_sampling:
-            batch.add(groups, [g.train_rewards for g in groups])
-        else:  # keep everything; all-equal groups then simply carry zero advantage
-            batch.add(groups, [[float(i) for i in range(ro.n)] for _ in groups])
-    warning = batch.warning() if ro.dynamic_sampling else None
-    kept = batch.groups
+    # 1. Rollouts, scored and shaped, with dynamic sampling (keep groups whose rewards
+    # differ; refill): drawn now from this policy, or drawn ahead by the rollout thread from
+    # the policy of step - rollout.max_staleness.
+    if state.producer is not None:
+        ro = state.producer.take(step)
+    else:
+        ro = collect_rollouts(
+            stage, step, step, state.sampler, state.scorer, state.mixture, state.tokenizer
+        )
+    wait = time.monotonic() - t0
+    state.sampled, state.sampled_version, kept = ro.sampled, ro.version, ro.kept
 
     # 2. Advantages (per group, or group-centred then batch-normalised), then the update.
-    metrics: dict[str, float] = {**timing}
+    metrics: dict[str, float] = {}
     if kept:
         rewards = torch.tensor([r for g in kept for r in g.train_rewards])  # [G*N]
-        advantages = rl.compute_advantages(cfg.algo.advantage, rewards, ro.n)  # [G*N]
+        advantages = rl.compute_advantages(cfg.algo.advantage, rewards, cfg.rollout.n)  # [G*N]
         t = time.monotonic()
         metrics.update(update_policy(state, RolloutBatch.from_groups(kept, advantages)))
-        state.sampler.update_weights(state.policy)  # vLLM copies them in; HF shares the module
+        if state.producer is None:  # vLLM copies them in; HF shares the module
+            state.sampler.update_weights(state.policy)
         metrics["time/update_s"] = time.monotonic() - t
     state.step += 1
+    if state.producer is not None:  # the rollout thread gets the new policy (a copy)
+        state.producer.publish(state.step, policy_snapshot(state.policy) if kept else None)
 
     # 3. Metrics: rewards over every scored sample, the update's stats, throughput.
-    metrics.update(rollout_metrics(all_groups, batch, ro.max_new_tokens))
+    metrics.update(ro.metrics)
+    if state.producer is not None:
+        metrics["async/staleness"] = float(step - ro.version)
+        metrics["async/redrawn_groups"] = float(state.producer.redrawn_groups)
+        metrics["time/wait_rollouts_s"] = wait
     metrics["time/step_s"] = time.monotonic() - t0
-    tokens = sum(len(s.token_ids) for g in all_groups for s in g.samples)
-    metrics["perf/gen_tokens_per_s"] = tokens / max(metrics["time/generate_s"], 1e-9)
-    metrics["perf/tokens_per_s"] = tokens / metrics["time/step_s"]
+    metrics["perf/tokens_per_s"] = ro.tokens / metrics["time/step_s"]
     metrics["optim/lr"] = float(state.scheduler.get_last_lr()[0])
-    if warning:
-        metrics["filter/saturated"] = 1.0
     return metrics
 
 
@@ -128,30 +113,45 @@ def train_loop(
         display.set_stage(state.stage.label)
     if state.step == 0:
         first_validation(state, writer, display, validate)
-    while state.step < cfg.steps:
-        stage, step = state.stage, state.step
-        metrics = rl_step(state)
-        metrics["stage"] = float(stage.index)
-        is_last = state.step == cfg.steps
-        if is_last or (cfg.eval.every and state.step % cfg.eval.every == 0):
-            ev = validate(state)
-            metrics.update(ev)
-            if is_last:
-                final = ev
-                display.message(_eval_line("after training", ev))
-        begins = None if is_last else state.schedule.begins(state.step)
-        # a stage boundary resets anyway: no second reset from a trigger at the same step
-        _resets_and_alarms(state, metrics, writer, display, is_last or begins is not None)
-        if begins is not None:
-            next_stage(state, begins, writer, display)
-            metrics["reset"] = 1.0
-        writer.log(state.step, metrics)
-        append_jsonl(writer.run_dir / SAMPLES, {"step": state.step, "uids": state.sampled})
-        display.step(step, metrics)
-        if begins is not None:
-            display.set_stage(begins.label)
-        if state.stop_requested or _checkpoint_due(cfg, state.step):
-            checkpoint(state, writer)
+    with rollouts_ahead(state):
+        while state.step < cfg.steps:
+            final = train_step(state, writer, display, validate) or final
+    return final
+
+
+def train_step(
+    state: TrainState, writer: MetricsWriter, display: Display, validate: Validate
+) -> dict[str, float]:
+    """One RL step and what follows it: validation, resets and alarms, a stage change, the
+    step's logs and a checkpoint when due. Returns the final validation after the last."""
+    cfg = state.cfg
+    final: dict[str, float] = {}
+    stage, step = state.stage, state.step
+    metrics = rl_step(state)
+    metrics["stage"] = float(stage.index)
+    is_last = state.step == cfg.steps
+    if is_last or (cfg.eval.every and state.step % cfg.eval.every == 0):
+        ev = validate_now(state, validate)
+        metrics.update(ev)
+        if is_last:
+            final = ev
+            display.message(_eval_line("after training", ev))
+    begins = None if is_last else state.schedule.begins(state.step)
+    # a stage boundary resets anyway: no second reset from a trigger at the same step
+    _resets_and_alarms(state, metrics, writer, display, is_last or begins is not None)
+    if begins is not None:
+        next_stage(state, begins, writer, display)
+        metrics["reset"] = 1.0
+    writer.log(state.step, metrics)
+    # the examples drawn, and the policy that drew them (its update count; step - 1 - it:
+    # the staleness)
+    drawn = {"step": state.step, "uids": state.sampled, "policy_version": state.sampled_version}
+    append_jsonl(writer.run_dir / SAMPLES, drawn)
+    display.step(step, metrics)
+    if begins is not None:
+        display.set_stage(begins.label)
+    if state.stop_requested or _checkpoint_due(cfg, state.step):
+        checkpoint(state, writer)
     return final
 
 
@@ -233,6 +233,8 @@ def reset_reference(state: TrainState, reset_optimizer: bool, source: Path | Non
             load_weights(state.ref, source)
     if reset_optimizer:
         state.optimizer, state.scheduler = make_optimizer(state.stage.cfg, state.policy)
+    if state.producer is not None and state.cfg.rollout.on_reset == "redraw":
+        state.producer.redraw()  # steps drawn ahead by older policies: drawn again
 
 
 def apply_reset(state: TrainState, decision: ResetDecision, run_dir: Path) -> dict[str, Any]:

@@ -195,6 +195,8 @@ def _sampler_mismatch(
         stats["rollout/logprob_mismatch_abs"].append(s["mismatch_abs_mean"])
         stats["rollout/tis_weight_mean"].append(s["is_weight_mean"])
         stats["rollout/tis_clipped_frac"].append(s["is_clamped_frac"])
+        for k in ("ratio_max", "ratio_min", "ratio_std"):  # per micro-batch, then averaged
+            stats[f"rollout/is_{k}"].append(s[k])
     return weights if algo.truncated_is else None
 
 

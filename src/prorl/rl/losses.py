@@ -315,7 +315,8 @@ def truncated_is_weights(
 
     Stats over masked tokens: ``mismatch_abs_mean`` / ``mismatch_abs_max`` (|log ratio|),
     ``is_weight_mean``, ``is_clamped_frac`` (clamped either side), ``is_clamped_low_frac``,
-    ``is_clamped_high_frac``.
+    ``is_clamped_high_frac``, and the untruncated ratio's ``ratio_max``, ``ratio_min`` and
+    ``ratio_std``.
     """
     if not 0 <= low <= 1 <= high:
         raise ValueError(f"need 0 <= low <= 1 <= high, got low={low}, high={high}")
@@ -334,5 +335,9 @@ def truncated_is_weights(
             "is_clamped_frac": float(masked_mean((clamped_low | clamped_high).float(), keep)),
             "is_clamped_low_frac": float(masked_mean(clamped_low.float(), keep).item()),
             "is_clamped_high_frac": float(masked_mean(clamped_high.float(), keep).item()),
+            # the ratio's spread before truncation (asynchronous rollouts widen it)
+            "ratio_max": float(raw[keep].max().item()) if keep.any() else 1.0,
+            "ratio_min": float(raw[keep].min().item()) if keep.any() else 1.0,
+            "ratio_std": float(raw[keep].std(unbiased=False).item()) if keep.any() else 0.0,
         }
     return weights.detach(), stats

@@ -87,6 +87,12 @@ def check_launch(cfg: Any) -> None:
             "scale.learner_procs=N without torchrun (rollout actors hold "
             "whole copies), or scale.learner_strategy=ddp"
         )
+    if world > 1 and cfg.rollout.max_staleness > 0:
+        raise ConfigError(
+            f"rollout.max_staleness={cfg.rollout.max_staleness} under torchrun "
+            f"(WORLD_SIZE={world}): asynchronous rollouts need one learner process; "
+            "use max_staleness=0 with several learner processes"
+        )
     if world > 1 and s.backend == "local" and cfg.rollout.sampler == "vllm":
         raise ConfigError(
             f"rollout.sampler=vllm under torchrun (WORLD_SIZE={world}): each rank would start "
