@@ -167,3 +167,22 @@ def test_learner_rank_death_stops_with_a_checkpoint_then_resumes(
     # resume with one learner process: the run finishes
     run_training(load_run_config(run_dir, ["scale.learner_procs=1"]), live=False)
     assert (run_dir / "checkpoints" / "step_00000003" / "COMPLETE").exists()
+
+
+def test_async_rollouts_on_ray_actors_match_one_process(cluster: None, tmp_path: Path) -> None:
+    """``rollout.max_staleness=1`` with the Ray rollout actors drawing ahead: the same
+    samples as one process's rollout thread, step for step. Validation after every step
+    lends the actors the current policy and hands their snapshot back: a snapshot not given
+    back would change the next rollouts."""
+    lag = ["steps=3", "rollout.max_staleness=1", "algo.truncated_is=true", "eval.every=1"]
+    with recording(HFSampler) as one:
+        run_training(ray_config(tmp_path / "one", *lag), live=False)
+    run_dir = tmp_path / "ray"
+    with recording(RaySampler) as rec:
+        run_training(
+            ray_config(run_dir, *lag, "scale.backend=ray", "scale.rollout_workers=2"), live=False
+        )
+    assert len(rec["ids"]) >= 3
+    assert rec["ids"] == one["ids"] and rec["rewards"] == one["rewards"]
+    drawn = read_jsonl(run_dir / "samples.jsonl")
+    assert [d["policy_version"] for d in drawn] == [0, 0, 1]

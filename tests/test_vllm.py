@@ -210,9 +210,13 @@ def test_finish_reasons_and_stop_token_kept(engine):
     assert len(stopped.logprobs) == 1
 
 
-def test_train_with_vllm_sampler_end_to_end(tmp_path, engine):
+@pytest.mark.parametrize("lag", [0, 1])
+def test_train_with_vllm_sampler_end_to_end(tmp_path, engine, lag):
     """`prorl train rollout.sampler=vllm` in a fresh process: every update is synced, so the
-    engine's log-probs match the trainer's at every step (fp32), not only the first."""
+    engine's log-probs match the trainer's at every step (fp32), not only the first.
+    With ``rollout.max_staleness=1`` a rollout thread drives the engine one policy behind,
+    and validation after every step borrows it with the current policy: a step drawn from
+    the current policy (the first) matches the trainer."""
     from prorl.metrics import read_jsonl
 
     model, tok, _ = engine
@@ -241,12 +245,18 @@ def test_train_with_vllm_sampler_end_to_end(tmp_path, engine):
         "data.val_problems=1",
         "eval.n=1",
     ]
+    if lag:
+        cmd += [f"rollout.max_staleness={lag}", "algo.truncated_is=true", "eval.every=1"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [r for r in read_jsonl(run / "metrics.jsonl") if "loss/pg" in r]
     assert len(rows) >= 2
-    for r in rows:
-        assert r["rollout/logprob_mismatch_abs"] < 1e-3, r
+    in_step = [r for r in rows if r.get("async/staleness", 0) == 0]
+    assert in_step and all(r["rollout/logprob_mismatch_abs"] < 1e-3 for r in in_step), rows
+    if lag:
+        drawn = read_jsonl(run / "samples.jsonl")
+        assert [d["policy_version"] for d in drawn] == [0, 0, 1]
+        assert sum("eval/pass@1" in r for r in read_jsonl(run / "metrics.jsonl")) == 4
 
 
 def test_model_with_unsupported_head_size_is_a_clear_error(tmp_path, capsys):
