@@ -250,3 +250,12 @@ def test_exact_resume_after_sigkill_with_steps_drawn_ahead(tmp_path):
     p1 = torch.load(ckpt.checkpoint_dirs(straight)[-1] / "reference.pt", weights_only=True)
     p2 = torch.load(ckpt.checkpoint_dirs(killed)[-1] / "reference.pt", weights_only=True)
     assert all(torch.equal(p1[k], p2[k]) for k in p1)
+
+
+def test_steps_drawn_ahead_follow_their_own_stage(tmp_path):
+    # stage 2 halves the response cap; its first step is drawn while stage 1 still trains
+    stages = "stages=[{steps: 2}, {steps: 2, rollout: {max_new_tokens: 2}}]"
+    rows, drawn = _train(tmp_path / "run", stages, *ASYNC, "eval.every=0")
+    trained = [r for r in rows if "response/length_max" in r]
+    assert [r["response/length_max"] for r in trained] == [4.0, 4.0, 2.0, 2.0]
+    assert [d["policy_version"] for d in drawn] == [0, 0, 1, 2]
