@@ -5,8 +5,6 @@ keep or redraw, and an exact resume after a real SIGKILL."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -18,7 +16,7 @@ from prorl.config import ConfigError, load_config
 from prorl.metrics import read_jsonl
 from prorl.producer import ProducerFailed, RolloutProducer
 from prorl.runtime import run_training
-from test_checkpoint import TIMING, TOY, kill_after_checkpoint
+from test_checkpoint import TIMING, TOY, _cli, kill_after_checkpoint
 
 ASYNC = ["algo.truncated_is=true", "rollout.max_staleness=1"]
 
@@ -235,12 +233,7 @@ def test_exact_resume_after_sigkill_with_steps_drawn_ahead(tmp_path):
     mid = ckpt.load_trainer(killed / "checkpoints" / ckpt.step_name(steps // 2))
     assert [d["step"] for d in mid["inflight"]] == [3, 4]
 
-    res = subprocess.run(
-        [sys.executable, "-m", "prorl.cli", "train", "--resume", str(killed)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    res = _cli("train", "--resume", str(killed))
     assert res.returncode == 0, res.stderr[-3000:]
     rows1 = _training_rows(read_jsonl(straight / "metrics.jsonl"))
     rows2 = _training_rows(read_jsonl(killed / "metrics.jsonl"))
