@@ -172,6 +172,7 @@ def test_only_incomplete_checkpoints_is_an_error(tmp_path):
     [
         ("rollout.n=6", "rollout.n: checkpoint 4, now 6"),
         ("seed=1", "seed: checkpoint 0, now 1"),
+        ("algo.policy_loss=cispo", "algo.policy_loss: checkpoint 'ppo', now 'cispo'"),
         ("steps=1", "steps=1 is below the checkpoint's step 2"),
     ],
 )

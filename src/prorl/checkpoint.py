@@ -44,6 +44,7 @@ MUST_MATCH = (
     "rollout.n",
     "rollout.prompts_per_step",
     "algo.advantage",
+    "algo.policy_loss",  # another loss on resume is another experiment
 )
 
 
