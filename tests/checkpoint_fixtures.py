@@ -42,6 +42,30 @@ def write_checkpoint(run_dir: Path) -> Path:
     return ckpt.save_checkpoint(run_dir, 2, model, tok, ref, trainer, to_dict(cfg))
 
 
+def loading_state(policy: Any, ref: Any, cfg: Any) -> Any:
+    """A TrainState's loading surface (what ``restore_state`` reads and replaces) over
+    ``policy`` and ``ref``, with a fresh AdamW of ``cfg``."""
+    from types import SimpleNamespace
+
+    from prorl.state import make_optimizer
+
+    opt, sched = make_optimizer(cfg, policy)
+    return SimpleNamespace(
+        cfg=cfg,
+        stage=SimpleNamespace(cfg=cfg),
+        policy=policy,
+        ref=ref,
+        optimizer=opt,
+        scheduler=sched,
+        producer=None,  # no steps drawn ahead
+        mixture=Mixture(),
+        resets=[],
+        resetter=None,
+        health=None,
+        step=0,
+    )
+
+
 class Mixture:
     """Records the state a restore hands to the task mixture."""
 

@@ -12,13 +12,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
 import torch.multiprocessing as mp
 
-from checkpoint_fixtures import Mixture, write_checkpoint
+from checkpoint_fixtures import loading_state, write_checkpoint
 from prorl.config import load_config
 from prorl.models import load_policy
 
@@ -27,27 +26,10 @@ def _fresh(rank: int) -> Any:
     """A TrainState's loading surface over models whose weights differ between the ranks
     and from the checkpoint's, with another learning rate (what restore must replace)."""
     from prorl.models import tiny_model
-    from prorl.state import make_optimizer
 
     cfg = load_config("debug", ["optim.lr=0.5", "reset.target=best"])
     _, tok = load_policy("tiny")
-    policy = tiny_model(tok, seed=10 + rank)
-    ref = tiny_model(tok, seed=20 + rank)
-    opt, sched = make_optimizer(cfg, policy)
-    return SimpleNamespace(
-        cfg=cfg,
-        stage=SimpleNamespace(cfg=cfg),
-        policy=policy,
-        ref=ref,
-        optimizer=opt,
-        scheduler=sched,
-        producer=None,  # no steps drawn ahead
-        mixture=Mixture(),
-        resets=[],
-        resetter=None,
-        health=None,
-        step=0,
-    )
+    return loading_state(tiny_model(tok, seed=10 + rank), tiny_model(tok, seed=20 + rank), cfg)
 
 
 def _clone(x: Any) -> Any:

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from checkpoint_fixtures import Mixture, write_checkpoint
+from checkpoint_fixtures import loading_state, write_checkpoint
 from prorl.config import ConfigError, load_config
 from prorl.models import load_policy
 from prorl.scale.fsdp import decoder_layers, retie, to_indexed, to_named
@@ -197,29 +197,14 @@ def test_sharded_clip_norm_and_state_round_trip_in_a_gloo_group(tmp_path: Any, w
 def _fresh_sharded() -> Any:
     """A TrainState's loading surface over freshly built, sharded models (other weights
     and another learning rate than the checkpoint's)."""
-    from types import SimpleNamespace
-
     from prorl.models import tiny_model
     from prorl.scale.fsdp import shard_model
-    from prorl.state import make_optimizer
 
     policy, tok = load_policy("tiny")
     ref = tiny_model(tok, seed=2)
     shard_model(policy)
     shard_model(ref, frozen=True)
-    opt, sched = make_optimizer(load_config("debug", ["optim.lr=0.5"]), policy)
-    return SimpleNamespace(
-        policy=policy,
-        ref=ref,
-        optimizer=opt,
-        scheduler=sched,
-        producer=None,  # no steps drawn ahead
-        mixture=Mixture(),
-        resets=[],
-        resetter=None,
-        health=None,
-        step=0,
-    )
+    return loading_state(policy, ref, load_config("debug", ["optim.lr=0.5"]))
 
 
 def _load_on_every_rank(state: Any, folder: Any) -> None:
