@@ -30,8 +30,8 @@ import torch
 
 from prorl.config import load_config
 from prorl.models import encode_prompts, load_policy
-from prorl.runtime import make_sampler
 from prorl.sampling.base import derive_seed
+from prorl.sampling.factory import make_sampler
 from prorl.scale.workers import RaySampler
 from prorl.tasks import get_task
 from prorl.types import SamplingParams
