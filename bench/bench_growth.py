@@ -30,10 +30,11 @@ import torch
 from prorl.config import load_config
 from prorl.mixture import MixtureEntry, TaskMixture
 from prorl.models import load_policy
-from prorl.runtime import RunScorer, build_tasks, pool_target
+from prorl.runtime import RunScorer, pool_target
 from prorl.sampling.factory import make_sampler
 from prorl.scoring import VerifierPool
 from prorl.state import TrainState, frozen_copy, make_optimizer
+from prorl.tasks import build_tasks
 from prorl.train import rl_step, seed_everything
 
 

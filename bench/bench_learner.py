@@ -43,8 +43,8 @@ from prorl.mixture import MixtureEntry, TaskMixture
 from prorl.models import encode_prompts, load_policy
 from prorl.policy import cpu_has_fast_bf16
 from prorl.rollouts import PromptGroup, RolloutBatch
-from prorl.runtime import build_tasks
 from prorl.state import TrainState, frozen_copy, make_optimizer
+from prorl.tasks import build_tasks
 from prorl.types import Sample, Score
 from prorl.update import update_policy
 

@@ -28,9 +28,9 @@ from prorl.config import load_config
 from prorl.mixture import MixtureEntry, TaskMixture
 from prorl.models import encode_prompts, load_policy
 from prorl.policy import pack, response_logprobs
-from prorl.runtime import build_tasks
 from prorl.sampling.hf import HFSampler
 from prorl.sampling.vllm import VLLMSampler
+from prorl.tasks import build_tasks
 from prorl.types import SamplingParams
 
 

@@ -42,7 +42,7 @@ def make_job(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from prorl.config import load_config, to_dict
     from prorl.mixture import MixtureEntry, TaskMixture
     from prorl.models import embedded_model_dir, encode_prompts, load_tokenizer
-    from prorl.runtime import build_tasks
+    from prorl.tasks import build_tasks
 
     overrides = [
         f"steps={args.steps}",

@@ -114,12 +114,29 @@ FORBIDDEN = {
         "train",
         "update",
         "rollouts",
+        "collect",
+        "producer",
+        "ahead",
         "runtime",
         "checkpoint",
     },
     "checkpoint": {"state", "train", "scale", "models", "runtime", "sampling"},
     "tasks": {"scoring", "sampling", "models", "scale", "train", "runtime"},
-    "scale": {"state", "train", "update", "rollouts", "runtime", "cli", "evaluate", "study"},
+    "scale": {
+        "state",
+        "train",
+        "update",
+        "rollouts",
+        "collect",
+        "producer",
+        "ahead",
+        "runtime",
+        "cli",
+        "evaluate",
+        "study",
+    },
+    # evaluation is built from engines and tasks, never from a training run's wiring
+    "evaluate": {"runtime", "train", "state", "update", "ahead", "producer", "study"},
 }
 
 

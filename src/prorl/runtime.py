@@ -28,22 +28,11 @@ from prorl.sampling.factory import make_sampler
 from prorl.scale import Scale, check_launch
 from prorl.stages import all_tasks
 from prorl.state import TrainState, frozen_copy, make_optimizer, restore_state
-from prorl.tasks import Task, get_task
+from prorl.tasks import Task, build_tasks
 from prorl.train import SAMPLES, seed_everything, train_loop
 from prorl.types import Example, Sample, Score
 
 log = logging.getLogger("prorl")
-
-
-def build_tasks(specs: Sequence[TaskSpec]) -> dict[str, Task]:
-    """Every task built up front: an unknown name or bad setting fails before any work."""
-    tasks: dict[str, Task] = {}
-    for spec in specs:
-        try:
-            tasks[spec.name] = get_task(spec.name, **spec.settings)
-        except ValueError as e:
-            raise ConfigError(f"data.tasks: {e}") from e
-    return tasks
 
 
 def self_checked(cfg: Config, tasks: dict[str, Task]) -> Config:

@@ -149,7 +149,7 @@ def configured_tasks(preset: str, names: list[str] | None) -> tuple[dict[str, An
     """(tasks by name, their settings by name) from a config's data.tasks + data.val_tasks,
     restricted to ``names`` when given; a name the config lacks is an error."""
     from prorl.config import load_config
-    from prorl.runtime import build_tasks
+    from prorl.tasks import build_tasks
 
     data = load_config(preset).data
     specs = {s.name: s for s in (*data.tasks, *data.val_tasks)}

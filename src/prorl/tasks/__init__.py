@@ -8,8 +8,10 @@ adding a task family is adding a file, nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from prorl.config import ConfigError, TaskSpec
 from prorl.plugins import import_all
 from prorl.tasks.base import (
     SPLITS,
@@ -56,3 +58,15 @@ def is_task_name(name: str) -> bool:
     member itself is not checked). Builds nothing."""
     _load_builtin()
     return is_registered(name)
+
+
+def build_tasks(specs: Sequence[TaskSpec]) -> dict[str, Task]:
+    """Every task of ``specs`` built up front (a run's ``data.tasks``): an unknown name or a
+    bad setting is a ConfigError before any work."""
+    tasks: dict[str, Task] = {}
+    for spec in specs:
+        try:
+            tasks[spec.name] = get_task(spec.name, **spec.settings)
+        except ValueError as e:
+            raise ConfigError(f"data.tasks: {e}") from e
+    return tasks
