@@ -221,6 +221,11 @@ def test_truncated_is_weights_hand_values() -> None:
     assert stats["is_weight_mean"] == pytest.approx((2 + 5 + 0.5 + 1) / 4)
     assert stats["is_clamped_frac"] == 0.5
     assert stats["is_clamped_low_frac"] == 0.25 and stats["is_clamped_high_frac"] == 0.25
+    # the untruncated ratio's spread over the 4 real tokens: [2, 10, .25, 1], mean 3.3125
+    assert stats["ratio_max"] == pytest.approx(10.0, rel=1e-5)
+    assert stats["ratio_min"] == pytest.approx(0.25, rel=1e-5)
+    var = sum((x - 3.3125) ** 2 for x in (2, 10, 0.25, 1)) / 4
+    assert stats["ratio_std"] == pytest.approx(math.sqrt(var), rel=1e-5)
     assert not w.requires_grad
 
 
@@ -229,6 +234,7 @@ def test_truncated_is_weights_identical_and_bad_bounds() -> None:
     w, stats = truncated_is_weights(lp, lp, torch.ones(3, 4))
     assert torch.equal(w, torch.ones(3, 4))
     assert stats["mismatch_abs_max"] == 0.0 and stats["is_clamped_frac"] == 0.0
+    assert stats["ratio_max"] == stats["ratio_min"] == 1.0 and stats["ratio_std"] == 0.0
     with pytest.raises(ValueError, match="low <= 1 <= high"):
         truncated_is_weights(lp, lp, torch.ones(3, 4), low=2.0, high=5.0)
 
