@@ -252,3 +252,18 @@ def test_steps_drawn_ahead_follow_their_own_stage(tmp_path):
     trained = [r for r in rows if "response/length_max" in r]
     assert [r["response/length_max"] for r in trained] == [4.0, 4.0, 2.0, 2.0]
     assert [d["policy_version"] for d in drawn] == [0, 0, 1, 2]
+
+
+def test_resume_with_another_lag_draws_the_carried_steps_again(tmp_path):
+    # a checkpoint's steps drawn ahead were drawn with lag 1; resumed synchronously they are
+    # drawn again, from the resumed policy, with the same prompts (the mixture rewinds)
+    one_round = ["steps=4", "rollout.max_rounds=1"]  # refills would follow the new rewards
+    overrides = [*TOY, *ASYNC, *one_round]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    _, ahead = _train(straight, *ASYNC, *one_round)
+    kill_after_checkpoint(killed, overrides, 2, 4)
+    res = _cli("train", "--resume", str(killed), "rollout.max_staleness=0")
+    assert res.returncode == 0, res.stderr[-3000:]
+    drawn = read_jsonl(killed / "samples.jsonl")
+    assert [d["uids"] for d in drawn] == [d["uids"] for d in ahead]
+    assert [d["policy_version"] for d in drawn] == [0, 0, 2, 3]
