@@ -19,6 +19,8 @@ SHOWN = (
     ("filter/kept_frac", "kept", "{:.2f}"),
     ("response/length_mean", "len", "{:.0f}"),
     ("time/step_s", "s/step", "{:.1f}"),
+    ("time/wait_rollouts_s", "wait", "{:.1f}"),  # asynchronous rollouts only
+    ("async/staleness", "stale", "{:.0f}"),
 )
 
 
