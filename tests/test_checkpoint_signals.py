@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from prorl import checkpoint as ckpt
 from prorl.metrics import read_jsonl
 from test_checkpoint import TOY
@@ -29,9 +31,16 @@ def _wait_for_step(proc, run, step):
     raise AssertionError("training did not reach the step in time")
 
 
-def test_sigterm_finishes_step_checkpoints_and_resumes(tmp_path):
+# synchronous, and with a rollout thread drawing a step ahead (its checkpoint waits for it)
+LOOPS = pytest.mark.parametrize(
+    "loop", [[], ["rollout.max_staleness=1", "algo.truncated_is=true"]], ids=["sync", "async"]
+)
+
+
+@LOOPS
+def test_sigterm_finishes_step_checkpoints_and_resumes(tmp_path, loop):
     run = tmp_path / "run"
-    proc = _start(run, tmp_path)
+    proc = _start(run, tmp_path, *loop)
     _wait_for_step(proc, run, 1)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=300) == 130
@@ -54,10 +63,11 @@ def test_sigterm_finishes_step_checkpoints_and_resumes(tmp_path):
     assert steps == list(range(last + 2))
 
 
-def test_second_signal_exits_at_once_without_broken_checkpoint(tmp_path):
+@LOOPS
+def test_second_signal_exits_at_once_without_broken_checkpoint(tmp_path, loop):
     run = tmp_path / "run"
     # longer responses so that the second signal usually lands inside the step or the save
-    proc = _start(run, tmp_path, "checkpoint.every=1", "rollout.max_new_tokens=48")
+    proc = _start(run, tmp_path, "checkpoint.every=1", "rollout.max_new_tokens=48", *loop)
     _wait_for_step(proc, run, 2)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.1)

@@ -87,6 +87,9 @@ def rollouts_ahead(state: TrainState) -> Iterator[None]:
     state.producer = producer
     try:
         yield
-    finally:
+    except BaseException as e:  # a second Ctrl-C stops at once: no wait for the running job
         state.producer = None
-        producer.close()
+        producer.close(wait=not isinstance(e, KeyboardInterrupt))
+        raise
+    state.producer = None
+    producer.close()

@@ -29,6 +29,18 @@ def _exit_quietly_on_signal() -> None:
         signal.signal(sig, handler)
 
 
+def _leave_if_rollouts_run(code: int) -> None:
+    """Stopped at once (a second Ctrl-C) while the rollout thread of asynchronous rollouts
+    is still inside a generate call: the run is cleaned up (engine, verifier pool), but the
+    interpreter's shutdown beside a thread inside torch can abort the process. Exit now."""
+    from prorl.producer import THREAD_NAME
+
+    if any(t.name == THREAD_NAME and t.is_alive() for t in threading.enumerate()):
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(code)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from prorl.config import ConfigError, load_config, load_run_config
     from prorl.models import ModelLoadError
@@ -63,7 +75,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"{e}; continue with: prorl train --resume {cfg.run_dir}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        return _error("interrupted", 130)
+        code = _error("interrupted", 130)
+        _leave_if_rollouts_run(code)
+        return code
     if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 reports
         print(final_line(cfg.run_dir, final))
     return 0

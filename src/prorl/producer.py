@@ -29,6 +29,9 @@ Collect = Callable[[int, int], StepRollouts]  # (step, version) -> that step's r
 LoadWeights = Callable[[dict[str, Any]], None]  # a policy snapshot -> into the sampler
 
 
+THREAD_NAME = "prorl-rollouts"
+
+
 class ProducerFailed(RuntimeError):
     """The rollout thread raised; the trainer stops with its error."""
 
@@ -60,7 +63,7 @@ class RolloutProducer:
         self._busy = threading.Lock()  # held while a job runs
         self._weights: dict[str, Any] | None = None  # the snapshot the sampler holds
         self._closing = False  # close(): the queued jobs are skipped
-        self._thread = threading.Thread(target=self._run, name="prorl-rollouts", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
 
     # --- the trainer's side
 
@@ -123,12 +126,14 @@ class RolloutProducer:
             if self._weights is not None:
                 self.load_weights(self._weights)
 
-    def close(self) -> None:
-        """Stop after the job running now (queued ones are dropped: the run is ending)."""
+    def close(self, wait: bool = True) -> None:
+        """Stop after the job running now (queued ones are dropped: the run is ending);
+        ``wait``: until that job ends (else the daemon thread ends with the process)."""
         self._closing = True
         if self._thread.is_alive():
             self._jobs.put(None)
-            self._thread.join()
+            if wait:
+                self._thread.join()
 
     # --- the thread
 
