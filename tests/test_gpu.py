@@ -67,6 +67,19 @@ def test_training_runs_on_the_device_and_resumes_anywhere(tmp_path, monkeypatch,
     assert all(torch.isfinite(torch.tensor(r["loss/pg"])) for r in rows.values() if "loss/pg" in r)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_async_rollouts_on_the_device(tmp_path, device):
+    """``rollout.max_staleness=1`` on ``device``: the rollout thread's copy of the policy and
+    the snapshots it receives live there too; steps come from the policy one update back."""
+    run = tmp_path / "run"
+    lag = ("rollout.max_staleness=1", "algo.truncated_is=true", "optim.lr=3e-3")
+    _train(run, "steps=3", f"model.device={device}", *lag)
+    assert [d["policy_version"] for d in read_jsonl(run / "samples.jsonl")] == [0, 0, 1]
+    rows = [r for r in read_jsonl(run / "metrics.jsonl") if "loss/pg" in r]
+    assert [r["async/staleness"] for r in rows] == [0.0, 1.0, 1.0]
+    assert all(torch.isfinite(torch.tensor(r["rollout/is_ratio_max"])) for r in rows)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 @pytest.mark.parametrize("bf16", [False, True])
