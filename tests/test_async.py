@@ -155,6 +155,11 @@ def test_async_without_a_correction_is_refused():
     load_config(None, ["rollout.max_staleness=1", "algo.old_logprobs=sampler"])  # accepted
 
 
+def test_async_with_vllm_sleep_is_refused():
+    with pytest.raises(ConfigError, match="rollout.vllm_sleep: frees the engine's memory"):
+        load_config(None, [*ASYNC, "rollout.vllm_sleep=true"])
+
+
 def test_async_with_several_learner_processes_is_refused():
     with pytest.raises(ConfigError, match="learner processes"):
         load_config(None, [*ASYNC, "scale.backend=ray", "scale.learner_procs=2"])

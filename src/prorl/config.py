@@ -509,6 +509,12 @@ def check_async(cfg: Config) -> None:
         "algo.old_logprobs=sampler (the ratio starts from the sampler's log-probs)",
     )
     _check(
+        not cfg.rollout.vllm_sleep,
+        "rollout.vllm_sleep",
+        "frees the engine's memory while the trainer updates, but with rollout.max_staleness "
+        "> 0 the engine generates during the update; use one or the other",
+    )
+    _check(
         cfg.scale.learner_procs == 1,
         "rollout.max_staleness",
         "is not supported with several learner processes (scale.learner_procs > 1) yet; "
