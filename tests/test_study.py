@@ -8,7 +8,9 @@ Then a rerun skips every finished part, and a bad study fails before anything ru
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -100,6 +102,40 @@ def test_tiny_study_end_to_end_then_resume(
     assert main(["reproduce", str(study)]) == 0  # everything done: nothing reruns
     out = capsys.readouterr().out
     assert out.count("done already") == 6 and "prorl eval" not in out
+
+    _lose_the_machine_during_the_checkpoints_part(tmp_path, study, summary, capsys)
+
+
+def _lose_the_machine_during_the_checkpoints_part(
+    tmp_path: Path, study: Path, summary: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The machine is lost while the checkpoints part evaluates step 4 (step 2 published):
+    the work directory - runs, checkpoints, samples - is gone, the committed results stay.
+    A rerun skips the published parts, puts the published models back, trains the run again
+    to step 4 (same seed: same metrics), evaluates only step 4 and rebuilds the report with
+    the same numbers."""
+    res = tmp_path / "results"
+    shutil.rmtree(tmp_path / "work")
+    ledger = json.loads((res / "parts.json").read_text())
+    assert sorted(ledger) == ["ablation", "base", "checkpoints", "report", "screen", "train"]
+    del ledger["checkpoints"], ledger["report"]
+    (res / "parts.json").write_text(json.dumps(ledger))
+    man = json.loads((res / "evals" / "eval.json").read_text())
+    man["models"] = [m for m in man["models"] if m["label"] != "step_000004"]
+    (res / "evals" / "eval.json").write_text(json.dumps(man))
+    shutil.rmtree(res / "evals" / "results" / "step_000004")
+
+    capsys.readouterr()
+    assert main(["reproduce", str(study)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("done already") == 4  # screen, base, train, ablation
+    assert "put back the published results of base, step_000002, no-kl-no-reset" in out
+    assert "training the run to it again" in out
+    assert "matches the published metrics" in out, out
+    assert out.count("prorl eval") == 1 and "step_000004=" in out
+    again = json.loads((res / "report" / "summary.json").read_text())
+    assert again["models"] == summary["models"]
+    assert again["counts"] == summary["counts"]  # restored and re-evaluated alike
 
 
 def test_bad_study_fails_before_anything_runs(

@@ -215,12 +215,19 @@ def _task_result(model: str, task: str, domain: str, rows: list[dict[str, Any]])
 
 
 def _lenient(rows: list[dict[str, Any]]) -> FloatArray | None:
-    marks = [
-        [lenient_correct(s["text"], str(r.get("answer", ""))) for s in r["samples"]] for r in rows
-    ]
+    marks = [[_lenient_mark(s, str(r.get("answer", ""))) for s in r["samples"]] for r in rows]
     if not rows or any(m is None for row in marks for m in row):
         return None
     return np.array(marks, dtype=np.float64)
+
+
+def _lenient_mark(sample: dict[str, Any], answer: str) -> bool | None:
+    """The lenient reading of a sample: from its text, or, for published rows that dropped
+    the text (prorl.study.published), the flag computed from it when it was published."""
+    if "text" in sample:
+        return lenient_correct(sample["text"], answer)
+    mark = sample.get("lenient")
+    return None if mark is None else bool(mark)
 
 
 def _floor_of(row: dict[str, Any]) -> dict[str, Any]:

@@ -6,13 +6,20 @@ Parts: ``screen`` (candidate tasks, base model), ``base`` (the study's tasks, ba
 base), ``ablation`` (the same run with the ablation's overrides, its final checkpoint
 evaluated), ``report``. Every part calls the ordinary ``prorl`` commands in a child process
 (one model in memory at a time), and those resume on their own: a killed evaluation keeps
-its finished problems, a killed run continues from its newest checkpoint. A part marks
-itself done (``WORK/parts/<part>.done``) only after its results are published, so a rerun
-skips exactly the finished parts.
+its finished problems, a killed run continues from its newest checkpoint.
+
+Two records say what is finished. ``WORK/parts/<part>.done`` lives with the work, and the
+committed ledger ``RESULTS/parts.json`` with the results, so a rerun on another machine
+(the work directory gone) still skips what was published. Each evaluated model is published
+in compact form as soon as its evaluation ends (:mod:`prorl.study.published`) and put back
+into a fresh work directory before any evaluation or report; the checkpoints part trains
+the run again, up to each checkpoint it still has to evaluate, when the run's checkpoints
+went with the machine, and says whether the retrained metrics match the published ones.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -23,10 +30,14 @@ from math import gcd
 from pathlib import Path
 
 from prorl.checkpoint import checkpoint_dirs, step_name
+from prorl.config import load_config
+from prorl.metrics import read_jsonl
 from prorl.study.config import Study
+from prorl.study.published import publish_model, published_models, restore
 
 PARTS = ("screen", "base", "train", "checkpoints", "ablation", "report")
 RUN_FILES = ("config.yaml", "metrics.jsonl", "events.jsonl")  # small; never checkpoints
+LEDGER = "parts.json"  # in RESULTS: the parts whose results are published (committed)
 
 
 class PartFailed(RuntimeError):
@@ -35,6 +46,26 @@ class PartFailed(RuntimeError):
 
 def label_of(step: int) -> str:
     return f"step_{step:06d}"
+
+
+def first_difference(
+    published: Sequence[dict[str, object]], rerun: Sequence[dict[str, object]]
+) -> int | None:
+    """The first step at which a rerun's metrics differ from the published run's, over the
+    steps both reached (timings ignored: they are the machine's, not the run's); None when
+    they agree."""
+    by_step = {int(str(r["step"])): r for r in published if "step" in r}
+    for row in rerun:
+        if "step" not in row:
+            continue
+        step = int(str(row["step"]))
+        old = by_step.get(step)
+        if old is None:
+            continue
+        keys = {k for k in (*old, *row) if not k.startswith("time/")}
+        if any(old.get(k) != row.get(k) for k in keys):
+            return step
+    return None
 
 
 class StudyRunner:
@@ -47,6 +78,34 @@ class StudyRunner:
     # ------------------------------------------------------------------ plumbing
     def _done(self, part: str) -> Path:
         return self.work / "parts" / f"{part}.done"
+
+    def _ledger(self) -> dict[str, str]:
+        path = self.results / LEDGER
+        if not path.is_file():
+            return {}
+        data = json.loads(path.read_text())
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def is_done(self, part: str) -> bool:
+        return self._done(part).is_file() or part in self._ledger()
+
+    def _mark_done(self, part: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._done(part).parent.mkdir(parents=True, exist_ok=True)
+        self._done(part).write_text(f"{stamp}\n")
+        ledger = {**self._ledger(), part: stamp}
+        self.results.mkdir(parents=True, exist_ok=True)
+        (self.results / LEDGER).write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n")
+
+    @property
+    def evals(self) -> Path:
+        """The published (committed) compact copy of every evaluated model."""
+        return self.results / "evals"
+
+    def _restore(self, part: str) -> None:
+        restored = restore(self.evals, self.eval_dir)
+        if restored:
+            self.log(f"[{part}] put back the published results of {', '.join(restored)}")
 
     def _prorl(self, part: str, args: Sequence[str]) -> None:
         """Run ``prorl ARGS`` in a child process, its output appended to WORK/logs/PART.log."""
@@ -83,6 +142,12 @@ class StudyRunner:
             ["eval", "--model", model, "--task-config", task_config, "--out", str(out), *sampling],
         )
 
+    def _eval_study(self, part: str, label: str, model: str) -> None:
+        """Evaluate ``model`` on the study's tasks as ``label`` and publish it at once."""
+        s = self.study
+        self._eval(part, f"{label}={model}", s.train_preset, self.eval_dir, s.sampling.eval_args())
+        publish_model(self.eval_dir, self.evals, label)
+
     # ------------------------------------------------------------------ parts
     @property
     def eval_dir(self) -> Path:
@@ -110,16 +175,18 @@ class StudyRunner:
         self._report("screen", out, ["base"], self.results / "screen")
 
     def part_base(self) -> None:
-        s = self.study
-        self._eval(
-            "base", f"base={s.base_model}", s.train_preset, self.eval_dir, s.sampling.eval_args()
-        )
+        self._restore("base")
+        if "base" not in published_models(self.evals):
+            self._eval_study("base", "base", self.study.base_model)
         self._report("base", self.eval_dir, ["base"], self.results / "base")
 
-    def _train(self, part: str, ablation: bool) -> None:
+    def _train(self, part: str, ablation: bool, until: int | None = None) -> None:
+        """Train (or resume) the run; with ``until``, stop at that step and publish nothing
+        (the published results are always those of the whole run)."""
         s = self.study
         run = self.run_dir(ablation)
         overrides = [*s.train_overrides, *(s.ablation_overrides if ablation else ())]
+        stop = [f"steps={until}"] if until else []
         # keep every evaluated checkpoint: milestones at the gcd of the evaluated steps
         keep = (
             [f"checkpoint.milestones_every={reduce(gcd, s.checkpoints)}"] if s.checkpoints else []
@@ -131,12 +198,18 @@ class StudyRunner:
             run.rename(aside)
             self.log(f"[{part}] {run} had no checkpoint to resume; moved to {aside}")
         if (run / "config.yaml").is_file():
-            self._prorl(part, ["train", "--resume", str(run)])
+            self._prorl(part, ["train", "--resume", str(run), *stop])
         else:
             self._prorl(
                 part,
-                ["train", "--preset", s.train_preset, "--run-dir", str(run), *overrides, *keep],
+                [
+                    "train",
+                    *("--preset", s.train_preset, "--run-dir", str(run)),
+                    *(*overrides, *keep, *stop),
+                ],
             )
+        if until:
+            return
         self._publish(run, self.results / part, RUN_FILES)
         if (run / "eval" / "eval.json").is_file():  # the run's own validation, every step_N
             self._prorl(
@@ -155,12 +228,41 @@ class StudyRunner:
             )
         return path
 
+    def _retrain_to(self, step: int) -> None:
+        """The run's checkpoint at ``step`` is gone (another machine): train the run again up
+        to ``step`` (seeded, so the same run) and compare with the published metrics."""
+        run = self.run_dir()
+        self.log(f"[checkpoints] no checkpoint at step {step} here: training the run to it again")
+        s = self.study
+        full = load_config(s.train_preset, list(s.train_overrides)).steps
+        # to the run's end it is the whole run again: published again, as the train part does
+        self._train("train", ablation=False, until=step if step < full else None)
+        published = self.results / "train" / "metrics.jsonl"
+        if not published.is_file():
+            return
+        diff = first_difference(read_jsonl(published), read_jsonl(run / "metrics.jsonl"))
+        if diff is None:
+            self.log(
+                f"[checkpoints] the retrained run matches the published metrics to step {step}"
+            )
+        else:
+            self.log(
+                f"[checkpoints] WARNING: the retrained run's metrics differ from the published "
+                f"ones from step {diff} (another machine or library version); the checkpoint "
+                "evaluations are of the retrained run"
+            )
+
     def part_checkpoints(self) -> None:
         s = self.study
+        self._restore("checkpoints")
+        done = published_models(self.evals)
         for step in s.checkpoints:
+            if label_of(step) in done:
+                continue
+            if not (self.run_dir() / "checkpoints" / step_name(step) / "policy").is_dir():
+                self._retrain_to(step)
             ckpt = self._checkpoint(self.run_dir(), step)
-            model = f"{label_of(step)}={ckpt}"
-            self._eval("checkpoints", model, s.train_preset, self.eval_dir, s.sampling.eval_args())
+            self._eval_study("checkpoints", label_of(step), str(ckpt))
         models = ["base", *(label_of(step) for step in s.checkpoints)]
         self._report("checkpoints", self.eval_dir, models, self.results / "report")
 
@@ -169,18 +271,20 @@ class StudyRunner:
         if not s.ablation_overrides:
             self.log("[ablation] no ablation in this study")
             return
+        self._restore("ablation")
         self._train("ablation", ablation=True)
         ckpt = self._checkpoint(self.run_dir(True), s.checkpoints[-1])
-        label = f"{s.ablation_label}={ckpt}"
-        self._eval("ablation", label, s.train_preset, self.eval_dir, s.sampling.eval_args())
+        self._eval_study("ablation", s.ablation_label, str(ckpt))
 
     def part_report(self) -> None:
         from prorl.study.curves import write_curves
 
         s = self.study
+        self._restore("report")
         models = ["base", *(label_of(step) for step in s.checkpoints)]
         self._report("report", self.eval_dir, models, self.results / "report")
-        runs = {"ProRL recipe": self.run_dir()}
+        # the published copies: the runs' own directories may be on a machine that is gone
+        runs = {"ProRL recipe": self.results / "train"}
         if s.ablation_overrides:
             self._report(
                 "report",
@@ -188,7 +292,9 @@ class StudyRunner:
                 ["base", s.ablation_label],
                 self.results / "ablation-report",
             )
-            runs[f"{s.ablation_label}: {' '.join(s.ablation_overrides)}"] = self.run_dir(True)
+            runs[f"{s.ablation_label}: {' '.join(s.ablation_overrides)}"] = (
+                self.results / "ablation"
+            )
         write_curves(runs, self.results / "curves.png", self.results / "curves.json")
 
     # ------------------------------------------------------------------ driver
@@ -199,12 +305,11 @@ class StudyRunner:
         for part in PARTS:
             if part not in parts:
                 continue
-            if self._done(part).is_file() and not force:
-                self.log(f"[{part}] done already ({self._done(part)}); skipped")
+            if self.is_done(part) and not force:
+                self.log(f"[{part}] done already ({self.results / LEDGER}); skipped")
                 continue
             t0 = time.monotonic()
             getattr(self, f"part_{part}")()
-            self._done(part).parent.mkdir(parents=True, exist_ok=True)
-            self._done(part).write_text(f"{time.time():.0f}\n")
+            self._mark_done(part)
             minutes = (time.monotonic() - t0) / 60
             self.log(f"[{part}] finished in {minutes:.1f} min; results in {self.results}")
