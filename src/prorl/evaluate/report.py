@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from prorl.evaluate import plots
+from prorl.evaluate import plots, store
 from prorl.evaluate.analysis import (
     FLOOR_NAMES,
     FLOOR_POLICIES,
@@ -289,18 +287,6 @@ def _distribution(doc: Doc, a: Analysis) -> None:
     doc.images([(f"{t} histogram", plots.histogram_plot(a, t)) for t in res.tasks])
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a report from its readers
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(
     directory: Path | str,
     *,
@@ -339,8 +325,8 @@ def write_report(
     target = Path(out) if out is not None else a.results.directory
     target.mkdir(parents=True, exist_ok=True)
     html_path, md_path = target / "report.html", target / "summary.md"
-    _write_atomic(html_path, page)
-    _write_atomic(md_path, "\n".join(doc.md).lstrip() + "\n")
+    store.write_atomic(html_path, page.encode("utf-8"))
+    store.write_atomic(md_path, ("\n".join(doc.md).lstrip() + "\n").encode("utf-8"))
     summary = report_boundary.summary(a, tbs, corrs, fit)
-    _write_atomic(target / "summary.json", json.dumps(summary, indent=1) + "\n")
+    store.write_atomic(target / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
     return html_path, md_path

@@ -49,20 +49,30 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
     return data
 
 
-def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
-    """Replace the manifest atomically: readers see the old or the new file, never half."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".eval.", suffix=".tmp")
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically (temp file + fsync + rename): readers see the
+    old or the new file, never half of one. Readable by all (mkstemp's 0600 would hide a
+    report or a published result from its readers)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(manifest, f, indent=2, sort_keys=True)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, directory / MANIFEST)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    """Replace the manifest atomically: readers see the old or the new file, never half."""
+    write_atomic(
+        Path(directory) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode()
+    )
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:

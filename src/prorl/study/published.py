@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +45,6 @@ def _gz_path(directory: Path, model: str, task: str) -> Path:
     return directory / store.RESULTS / store.slug(model) / f"{store.slug(task)}.jsonl.gz"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _manifest(directory: Path) -> dict[str, Any]:
     man = store.read_manifest(directory)
     if man is None:
@@ -76,6 +62,12 @@ def _check_same(work: dict[str, Any], published: dict[str, Any], where: Path) ->
         )
 
 
+def _with_tasks(man: dict[str, Any], tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``man``'s tasks followed by those of ``tasks`` it does not list yet."""
+    known = {t["name"] for t in man["tasks"]}
+    return [*man["tasks"], *(t for t in tasks if t["name"] not in known)]
+
+
 def publish_model(eval_dir: Path, dest: Path, model: str) -> None:
     """Publish ``model``'s finished rows from ``eval_dir`` into ``dest`` (replacing an earlier
     copy of that model) and add it to ``dest``'s manifest."""
@@ -88,14 +80,13 @@ def publish_model(eval_dir: Path, dest: Path, model: str) -> None:
         payload = "".join(json.dumps(compact_row(r), ensure_ascii=False) + "\n" for r in rows)
         # mtime=0: publishing the same rows again gives the same bytes (no spurious diff)
         data = gzip.compress(payload.encode("utf-8"), mtime=0)
-        _write_atomic(_gz_path(dest, model, task["name"]), data)
+        store.write_atomic(_gz_path(dest, model, task["name"]), data)
     published = store.read_manifest(dest)
     if published is None:
         published = {**man, "models": []}
     else:
         _check_same(man, published, dest)
-    known = {t["name"] for t in published["tasks"]}
-    published["tasks"] = [*published["tasks"], *(t for t in man["tasks"] if t["name"] not in known)]
+    published["tasks"] = _with_tasks(published, man["tasks"])
     others = [m for m in published["models"] if m["label"] != model]
     published["models"] = [*others, entry]
     store.write_manifest(dest, published)
@@ -128,11 +119,10 @@ def restore(dest: Path, eval_dir: Path) -> list[str]:
             src = _gz_path(dest, model, task["name"])
             if src.is_file():
                 target = store.results_path(eval_dir, model, task["name"])
-                _write_atomic(target, gzip.decompress(src.read_bytes()))
+                store.write_atomic(target, gzip.decompress(src.read_bytes()))
         work["models"] = [*work["models"], entry]
         restored.append(model)
-    known = {t["name"] for t in work["tasks"]}
-    work["tasks"] = [*work["tasks"], *(t for t in published["tasks"] if t["name"] not in known)]
+    work["tasks"] = _with_tasks(work, published["tasks"])
     if restored:
         store.write_manifest(eval_dir, work)
     return restored

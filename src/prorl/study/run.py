@@ -31,6 +31,7 @@ from pathlib import Path
 
 from prorl.checkpoint import checkpoint_dirs, step_name
 from prorl.config import load_config
+from prorl.evaluate import store
 from prorl.metrics import read_jsonl
 from prorl.study.config import Study
 from prorl.study.published import publish_model, published_models, restore
@@ -94,8 +95,8 @@ class StudyRunner:
         self._done(part).parent.mkdir(parents=True, exist_ok=True)
         self._done(part).write_text(f"{stamp}\n")
         ledger = {**self._ledger(), part: stamp}
-        self.results.mkdir(parents=True, exist_ok=True)
-        (self.results / LEDGER).write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n")
+        text = json.dumps(ledger, indent=1, sort_keys=True) + "\n"
+        store.write_atomic(self.results / LEDGER, text.encode())
 
     @property
     def evals(self) -> Path:
@@ -219,8 +220,12 @@ class StudyRunner:
     def part_train(self) -> None:
         self._train("train", ablation=False)
 
+    @staticmethod
+    def _checkpoint_path(run: Path, step: int) -> Path:
+        return run / "checkpoints" / step_name(step) / "policy"
+
     def _checkpoint(self, run: Path, step: int) -> Path:
-        path = run / "checkpoints" / step_name(step) / "policy"
+        path = self._checkpoint_path(run, step)
         if not path.is_dir():
             raise PartFailed(
                 f"checkpoint {path} is missing: the run did not keep step {step} "
@@ -259,7 +264,7 @@ class StudyRunner:
         for step in s.checkpoints:
             if label_of(step) in done:
                 continue
-            if not (self.run_dir() / "checkpoints" / step_name(step) / "policy").is_dir():
+            if not self._checkpoint_path(self.run_dir(), step).is_dir():
                 self._retrain_to(step)
             ckpt = self._checkpoint(self.run_dir(), step)
             self._eval_study("checkpoints", label_of(step), str(ckpt))
