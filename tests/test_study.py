@@ -181,3 +181,40 @@ def test_run_killed_before_its_first_checkpoint_starts_again(
     (run / "config.yaml").write_text("seed: 0\n")
     runner.part_train()
     assert calls[0] == ["train", "--resume", str(run)]
+
+
+def test_status_says_what_is_done_published_and_next(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--status reads the ledger, the work directory, the published models and the runs'
+    checkpoints, and runs nothing."""
+    from prorl.checkpoint import MARKER
+    from prorl.study.run import LEDGER, StudyRunner
+
+    study_file = _study(tmp_path)
+    runner = StudyRunner(load_study(str(study_file)), log=lambda _: None)
+    results, work = tmp_path / "results", tmp_path / "work"
+    results.mkdir()
+    (results / LEDGER).write_text(json.dumps({"base": "2026-01-02T03:04:05Z"}))
+    (work / "parts").mkdir(parents=True)
+    (work / "parts" / "screen.done").write_text("2026-01-01T00:00:00Z\n")
+    run = runner.run_dir()
+    for step, complete in ((2, True), (4, False)):
+        d = run / "checkpoints" / f"step_{step:08d}"
+        d.mkdir(parents=True)
+        if complete:
+            (d / MARKER).write_text("")
+    (run / "config.yaml").write_text("seed: 0\n")
+
+    assert main(["reproduce", str(study_file), "--status"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:] if line.strip()}
+    assert "done 2026-01-02T03:04:05Z (published)" in lines["base"]
+    assert "(this machine only)" in lines["screen"]
+    assert lines["train"].split()[1:] == ["to", "do"]
+    assert "evaluated models published: none" in out
+    assert "run:          checkpoints at steps 2\n" in out  # step 4 is incomplete
+    assert "ablation run: not started here" in out
+    assert "next: prorl reproduce cpu-boundary --parts train,checkpoints,ablation,report" in out
+    # nothing was run or written by the status itself
+    assert sorted(p.name for p in work.iterdir()) == ["parts", "run"]

@@ -29,6 +29,12 @@ def add_parser(subparsers: Any) -> None:
     rep.add_argument("--work", default=None, help="runs and samples go here (default: the study's)")
     rep.add_argument("--results", default=None, help="published results (default: the study's)")
     rep.add_argument("--force", action="store_true", help="rerun parts marked done")
+    rep.add_argument(
+        "--status",
+        action="store_true",
+        help="print what is done, published and checkpointed, and the command that goes on; "
+        "runs nothing",
+    )
     rep.set_defaults(func=run_reproduce)
 
 
@@ -44,7 +50,11 @@ def run_reproduce(args: argparse.Namespace) -> int:
     try:
         study = load_study(args.study, overrides)
         parts = [p.strip() for p in args.parts.split(",")] if args.parts else list(PARTS)
-        StudyRunner(study).run(parts, force=args.force)
+        runner = StudyRunner(study)
+        if args.status:
+            print("\n".join(runner.status()))
+            return 0
+        runner.run(parts, force=args.force)
     except (ConfigError, ValueError, PartFailed) as e:
         print(f"prorl reproduce: error: {e}", file=sys.stderr)
         return 2 if not isinstance(e, PartFailed) else 1

@@ -302,6 +302,44 @@ class StudyRunner:
             )
         write_curves(runs, self.results / "curves.png", self.results / "curves.json")
 
+    # ------------------------------------------------------------------ status
+    def _run_state(self, ablation: bool) -> str:
+        run = self.run_dir(ablation)
+        if not (run / "config.yaml").is_file():
+            return "not started here"
+        ckpts = checkpoint_dirs(run)
+        if not ckpts:
+            return "started, no checkpoint yet"
+        steps = [int(d.name.split("_")[1]) for d in ckpts]
+        return f"checkpoints at steps {', '.join(str(s) for s in steps)}"
+
+    def status(self) -> list[str]:
+        """What is finished, what is published and where each run stands: read-only, so it is
+        safe beside a running study."""
+        ledger = self._ledger()
+        lines = [f"study {self.study.name}: work {self.work}, results {self.results}"]
+        todo = []
+        for part in PARTS:
+            if part in ledger:
+                state = f"done {ledger[part]} (published)"
+            elif self._done(part).is_file():
+                state = f"done {self._done(part).read_text().strip()} (this machine only)"
+            else:
+                state = "to do"
+                todo.append(part)
+            lines.append(f"  {part:<12} {state}")
+        models = published_models(self.evals)
+        lines.append(f"  evaluated models published: {', '.join(models) or 'none'}")
+        lines.append(f"  run:          {self._run_state(False)}")
+        if self.study.ablation_overrides:
+            lines.append(f"  ablation run: {self._run_state(True)}")
+        lines.append(
+            f"  next: prorl reproduce {self.study.name} --parts {','.join(todo)}"
+            if todo
+            else "  every part is done"
+        )
+        return lines
+
     # ------------------------------------------------------------------ driver
     def run(self, parts: Sequence[str] = PARTS, force: bool = False) -> None:
         for part in parts:
