@@ -112,7 +112,7 @@ def test_restore_leaves_a_model_in_progress_alone_and_refuses_other_settings(
         publish_model(original, dest, "nope")
 
 
-def test_first_difference_ignores_timings_and_names_the_step() -> None:
+def test_first_difference_ignores_machine_metrics_and_names_the_step() -> None:
     published = [
         {"step": 1, "train/reward": 0.5, "time/step_s": 3.0},
         {"step": 2, "train/reward": 0.25, "time/step_s": 3.0},
@@ -125,5 +125,7 @@ def test_first_difference_ignores_timings_and_names_the_step() -> None:
     assert first_difference(published, same) is None  # a shorter rerun: the common steps
     other = [*same[:1], {"step": 2, "train/reward": 0.3}, {"step": 3, "train/reward": 0.75}]
     assert first_difference(published, other) == 2
-    extra_key = [{"step": 1, "train/reward": 0.5, "policy/kl": 0.0}]
-    assert first_difference(published, extra_key) == 1
+    # a metric only the newer prorl logs, and throughputs, are not differences of the run
+    extra_key = [{"step": 1, "train/reward": 0.5, "policy/kl": 0.0, "perf/tokens_per_s": 9.0}]
+    assert first_difference(published, extra_key) is None
+    assert first_difference(published, [{"step": 3, "train/reward": 0.7}]) == 3

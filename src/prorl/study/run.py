@@ -38,6 +38,7 @@ from prorl.study.published import publish_model, published_models, restore
 
 PARTS = ("screen", "base", "train", "checkpoints", "ablation", "report")
 RUN_FILES = ("config.yaml", "metrics.jsonl", "events.jsonl")  # small; never checkpoints
+MACHINE_METRICS = ("time/", "perf/")  # how fast, not what: differ between identical runs
 LEDGER = "parts.json"  # in RESULTS: the parts whose results are published (committed)
 
 
@@ -53,8 +54,9 @@ def first_difference(
     published: Sequence[dict[str, object]], rerun: Sequence[dict[str, object]]
 ) -> int | None:
     """The first step at which a rerun's metrics differ from the published run's, over the
-    steps both reached (timings ignored: they are the machine's, not the run's); None when
-    they agree."""
+    steps both reached and the metrics both logged; None when they agree. Timings and
+    throughputs (time/*, perf/*) are the machine's, not the run's, and are ignored; a metric
+    only one side has (added or removed by a newer prorl) says nothing about the run."""
     by_step = {int(str(r["step"])): r for r in published if "step" in r}
     for row in rerun:
         if "step" not in row:
@@ -63,8 +65,8 @@ def first_difference(
         old = by_step.get(step)
         if old is None:
             continue
-        keys = {k for k in (*old, *row) if not k.startswith("time/")}
-        if any(old.get(k) != row.get(k) for k in keys):
+        keys = {k for k in old.keys() & row.keys() if not k.startswith(MACHINE_METRICS)}
+        if any(old[k] != row[k] for k in keys):
             return step
     return None
 
