@@ -188,7 +188,7 @@ def test_status_says_what_is_done_published_and_next(
 ) -> None:
     """--status reads the ledger, the work directory, the published models and the runs'
     checkpoints, and runs nothing."""
-    from prorl.checkpoint import MARKER
+    from prorl.checkpoint import MARKER, step_name
     from prorl.study.run import LEDGER, StudyRunner
 
     study_file = _study(tmp_path)
@@ -200,7 +200,7 @@ def test_status_says_what_is_done_published_and_next(
     (work / "parts" / "screen.done").write_text("2026-01-01T00:00:00Z\n")
     run = runner.run_dir()
     for step, complete in ((2, True), (4, False)):
-        d = run / "checkpoints" / f"step_{step:08d}"
+        d = run / "checkpoints" / step_name(step)
         d.mkdir(parents=True)
         if complete:
             (d / MARKER).write_text("")

@@ -29,7 +29,7 @@ from functools import reduce
 from math import gcd
 from pathlib import Path
 
-from prorl.checkpoint import checkpoint_dirs, step_name
+from prorl.checkpoint import checkpoint_dirs, step_name, step_of
 from prorl.config import load_config
 from prorl.evaluate import store
 from prorl.metrics import read_jsonl
@@ -312,8 +312,7 @@ class StudyRunner:
         ckpts = checkpoint_dirs(run)
         if not ckpts:
             return "started, no checkpoint yet"
-        steps = [int(d.name.split("_")[1]) for d in ckpts]
-        return f"checkpoints at steps {', '.join(str(s) for s in steps)}"
+        return f"checkpoints at steps {', '.join(str(step_of(d)) for d in ckpts)}"
 
     def status(self) -> list[str]:
         """What is finished, what is published and where each run stands: read-only, so it is
