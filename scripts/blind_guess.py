@@ -14,41 +14,22 @@ its blind floor says nothing about reasoning.
 Reads the stored rows of `prorl eval` (results/MODEL/TASK.jsonl with sample texts); a model
 or task whose file is missing or incomplete is skipped with a note. Prints, per (task,
 model): how often the last-number reading agrees with the stored reward, pass@k, and the
-blind floor at k. An analysis script for now; the report does not show this floor yet.
+blind floor at k (prorl.evaluate.blind). The report does not show this floor yet.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-from collections import Counter
 from pathlib import Path
 
-NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-
-
-def last_number(text: str) -> float | None:
-    found = NUMBER.findall(text.replace(",", ""))
-    return float(found[-1]) if found else None
-
-
-def blind_pass_at_k(answers: list[list[float | None]], refs: list[float | None], k: int) -> float:
-    """Mean over problems of 1 - (1 - p_i)^k, p_i from the other problems' answers."""
-    pool = Counter(a for per in answers for a in per)
-    total = sum(pool.values())
-    floors = []
-    for per, ref in zip(answers, refs, strict=True):
-        own = Counter(per)
-        n = total - len(per)
-        p = (pool[ref] - own[ref]) / n if n else 0.0
-        floors.append(1.0 - (1.0 - p) ** k)
-    return sum(floors) / len(floors)
+from prorl.evaluate.blind import blind_pass_at_k
+from prorl.verify.lenient import as_number, last_number
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("eval_dir", type=Path)
     ap.add_argument("--models", required=True, help="comma-separated model labels")
     ap.add_argument("--tasks", required=True, help="comma-separated task names")
@@ -61,19 +42,19 @@ def main() -> int:
                 print(f"{task} {model}: no {path}", file=sys.stderr)
                 continue
             rows = [json.loads(line) for line in path.read_text().splitlines() if line]
-            answers = [[last_number(s["text"]) for s in r["samples"]] for r in rows]
-            refs = [last_number(str(r["answer"])) for r in rows]
+            refs = [as_number(str(r["answer"])) for r in rows]
             if any(ref is None for ref in refs):
                 print(f"{task}: answers are not all numbers; skipped", file=sys.stderr)
                 break
+            answers = [[last_number(s["text"]) for s in r["samples"]] for r in rows]
             pairs = [
-                (a is not None and ref is not None and abs(a - ref) < 1e-6, s["reward"] >= 1)
+                (a == ref, s["reward"] >= 1)
                 for r, per, ref in zip(rows, answers, refs, strict=True)
                 for s, a in zip(r["samples"], per, strict=True)
             ]
             agree = sum(x == y for x, y in pairs) / len(pairs)
             solved = sum(any(s["reward"] >= 1 for s in r["samples"]) for r in rows) / len(rows)
-            blind = blind_pass_at_k(answers, refs, args.k)
+            blind = blind_pass_at_k(answers, [ref for ref in refs if ref is not None], args.k)
             print(
                 f"{task:20s} {model:12s} problems={len(rows):3d} reading-agrees={agree:.3f} "
                 f"pass@{args.k}={100 * solved:5.1f} blind@{args.k}={100 * blind:5.1f}"
