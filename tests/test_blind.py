@@ -1,8 +1,16 @@
+import json
 from fractions import Fraction as F
+from pathlib import Path
 
+import numpy as np
 import pytest
 
+from eval_fixtures import write_synthetic
+from prorl.evaluate.analysis import load_results
 from prorl.evaluate.blind import blind_pass_at_k, blind_success_probs
+from prorl.evaluate.boundary import above_guessing
+from prorl.evaluate.report import write_report
+from prorl.study.published import publish_model, restore
 
 
 def test_blind_floor_hand_computed() -> None:
@@ -26,3 +34,73 @@ def test_blind_floor_rejects_bad_input() -> None:
         blind_success_probs([[F(1)]], [F(1), F(2)])
     with pytest.raises(ValueError, match="k must be"):
         blind_pass_at_k([[F(1)]], [F(1)], 0)
+
+
+TASK = "rg/small"
+
+
+def _spreader_and_reader(directory: Path) -> Path:
+    """4 problems with answers 1, 2, 1, 2 and 2 samples each: the spreader writes 1 and 2
+    on every problem without reading it; the reader writes each problem's own answer."""
+    answers = ["1", "2", "1", "2"]
+    texts = {
+        ("spreader", TASK): [["it is 1", "it is 2"]] * 4,
+        ("reader", TASK): [[f"so {a}", f"so {a}"] for a in answers],
+    }
+    rewards = {key: np.zeros((4, 2)) for key in texts}  # strict reading: never in format
+    return write_synthetic(
+        directory, rewards, {TASK: "arithmetic"}, ks=[1, 2], texts=texts, answers={TASK: answers}
+    )
+
+
+def test_guessing_floor_separates_a_spreader_from_a_reader(tmp_path: Path) -> None:
+    res = load_results(_spreader_and_reader(tmp_path / "eval"))
+    spreader, reader = res.data[("spreader", TASK)], res.data[("reader", TASK)]
+    # spreader: every problem's other 6 answers are three 1s and three 2s -> p = 1/2
+    assert spreader.blind_p is not None and spreader.blind_p.tolist() == [0.5] * 4
+    # reader: problem 0 (answer 1) sees 2, 2, 1, 1, 2, 2 -> p = 1/3; likewise for all
+    assert reader.blind_p is not None
+    assert reader.blind_p.tolist() == pytest.approx([1 / 3] * 4)
+    assert reader.blind_pass_at(2) == pytest.approx(1 - (2 / 3) ** 2)
+
+    g = above_guessing(spreader, 1, res.threshold, n_boot=200)
+    assert g is not None  # pass@1 = 1/2 = the floor: the spreader is at the floor
+    assert g.final.value == pytest.approx(0.5) and g.delta.value == pytest.approx(0.0)
+    assert not g.delta.lo > 0
+    g = above_guessing(reader, 1, res.threshold, n_boot=200)
+    assert g is not None and g.delta.value == pytest.approx(2 / 3) and g.delta.lo > 0
+    assert above_guessing(reader, 3, res.threshold) is None  # k beyond n = 2
+
+
+def test_guessing_floor_survives_publishing_and_reaches_summary_json(tmp_path: Path) -> None:
+    original = _spreader_and_reader(tmp_path / "eval")
+    dest = tmp_path / "published"
+    for model in ("spreader", "reader"):
+        publish_model(original, dest, model)
+    fresh = tmp_path / "restored"
+    restore(dest, fresh)  # rows without texts: the floor comes from the kept final numbers
+    for key in (("spreader", TASK), ("reader", TASK)):
+        old, new = load_results(original).data[key], load_results(fresh).data[key]
+        assert old.blind_p is not None and new.blind_p is not None
+        assert np.array_equal(old.blind_p, new.blind_p)
+
+    write_report(fresh, out=tmp_path / "report", n_boot=200)
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    reader = summary["counts"][TASK]["reader"]
+    assert reader["blind_p"] == pytest.approx([1 / 3] * 4)
+    assert reader["blind_pass_at_k"]["2"] == pytest.approx(5 / 9)
+    assert reader["guessing"]["delta"]["value"] == pytest.approx(1 - 5 / 9)
+    assert "question-blind guessing floor" in (tmp_path / "report" / "summary.md").read_text()
+
+
+def test_no_guessing_floor_where_answers_are_not_numbers(tmp_path: Path) -> None:
+    d = write_synthetic(
+        tmp_path,
+        {("m", TASK): np.zeros((2, 2))},
+        {TASK: "logic"},
+        texts={("m", TASK): [["a", "b"], ["1", "2"]]},
+        answers={TASK: ["yes", "2"]},
+    )
+    tr = load_results(d).data[("m", TASK)]
+    assert tr.blind_p is None and tr.blind_pass_at(2) is None
+    assert above_guessing(tr, 2, 1.0) is None

@@ -53,8 +53,8 @@ def test_compact_row_drops_texts_and_keeps_the_lenient_reading() -> None:
     }
     out = compact_row(row)
     assert out["samples"] == [
-        {"reward": 0.0, "num_tokens": 3, "lenient": True},
-        {"reward": 0.0, "num_tokens": 1, "lenient": False},
+        {"reward": 0.0, "num_tokens": 3, "lenient": True, "final": "7"},
+        {"reward": 0.0, "num_tokens": 1, "lenient": False, "final": None},
     ]
     assert row["samples"][0]["text"] == "it is 7"  # the input is not changed
     assert compact_row({"answer": "x + y", "samples": [{"text": "1"}]})["samples"] == [

@@ -9,6 +9,10 @@ Everything here is recomputed from the JSONL files, never from a live model:
   around nothing; around a junk string; the prompt echoed back), stored per problem by the
   runner under ``"floor"``. A task's floor is the best of the four (``Floor``); rows written
   before it existed have none (``None``).
+- The guessing floor (``prorl.evaluate.blind``): per problem, the chance that one answer
+  drawn from the model's own final numbers on the task's other problems is right; its
+  pass@k is what a guesser that never reads the question would score (tasks with numeric
+  answers only).
 - The format rate: the share of samples that answered in the task's format, over the
   samples where the task has one (``"formatted"`` not null); None when nothing says.
 - Confidence intervals: percentile bootstrap over problems (95 %, ``n_boot`` replicates, an
@@ -33,9 +37,10 @@ import numpy as np
 import numpy.typing as npt
 
 from prorl.evaluate import store
+from prorl.evaluate.blind import Answer, blind_success_probs
 from prorl.evaluate.passk import DEFAULT_THRESHOLD, default_ks, pass_at_k_matrix, successes
 from prorl.tasks.selfcheck import TRIVIAL
-from prorl.verify.lenient import lenient_correct
+from prorl.verify.lenient import as_number, last_number, lenient_correct
 
 FloatArray = npt.NDArray[np.float64]
 DEFAULT_TOLERANCE = 0.02
@@ -68,6 +73,15 @@ class TaskResult:
     # [P, n] 1.0 when the response's last number is the reference (``lenient``); None when
     # some reference is not a number
     lenient: FloatArray | None = None
+    # [P] chance that one question-blind guess is right (``prorl.evaluate.blind``); None
+    # when some reference is not a number or a published row lacks its final numbers
+    blind_p: FloatArray | None = None
+
+    def blind_pass_at(self, k: int) -> float | None:
+        """The guessing floor of pass@k: mean over problems of 1 - (1 - p_i)^k."""
+        if self.blind_p is None or not len(self.blind_p):
+            return None
+        return float(np.mean(1.0 - (1.0 - self.blind_p) ** k))
 
     def lenient_rate(self) -> float | None:
         """Success rate under lenient extraction (the last number in the response)."""
@@ -211,6 +225,7 @@ def _task_result(model: str, task: str, domain: str, rows: list[dict[str, Any]])
         floors,
         formatted,
         _lenient(rows),
+        _blind(rows),
     )
 
 
@@ -228,6 +243,30 @@ def _lenient_mark(sample: dict[str, Any], answer: str) -> bool | None:
         return lenient_correct(sample["text"], answer)
     mark = sample.get("lenient")
     return None if mark is None else bool(mark)
+
+
+def _finals(row: dict[str, Any]) -> list[Answer] | None:
+    """Each sample's last number: from its text, or from the ``final`` a published row kept;
+    None when some sample has neither (published before ``final`` was kept)."""
+    out: list[Answer] = []
+    for sample in row["samples"]:
+        if "text" in sample:
+            out.append(last_number(sample["text"]))
+        elif "final" in sample:
+            out.append(None if sample["final"] is None else as_number(str(sample["final"])))
+        else:
+            return None
+    return out
+
+
+def _blind(rows: list[dict[str, Any]]) -> FloatArray | None:
+    refs = [as_number(str(r.get("answer", ""))) for r in rows]
+    answers = [_finals(r) for r in rows]
+    known_refs = [ref for ref in refs if ref is not None]
+    known_answers = [a for a in answers if a is not None]
+    if not rows or len(known_refs) < len(rows) or len(known_answers) < len(rows):
+        return None
+    return np.array(blind_success_probs(known_answers, known_refs), dtype=np.float64)
 
 
 def _floor_of(row: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,10 @@ over problems (the same draw of problems for both models):
   format result: the strict boundary moves while the lenient one does not;
 - the problems solved (at least once in n) only by the final model, and only by the base;
 - the correlation, over tasks, between the base's boundary and the gain in it (ProRL
-  found it negative: training helps most where the base is weakest).
+  found it negative: training helps most where the base is weakest);
+- each model's lenient pass@k_max against its question-blind guessing floor
+  (``prorl.evaluate.blind``): on small-answer tasks a model that spreads its numbers over
+  k samples solves problems it never read, so a boundary under that floor says nothing.
 """
 
 from __future__ import annotations
@@ -174,6 +177,22 @@ def boundaries(
     return [
         tb for t in results.tasks if (tb := task_boundary(results, t, base, final, n_boot, seed))
     ]
+
+
+def above_guessing(
+    tr: TaskResult, k: int, threshold: float, n_boot: int = 2000, seed: int = 0
+) -> PairedChange | None:
+    """``tr``'s lenient pass@k against its guessing floor at k, paired over problems
+    (``base`` = the floor, ``final`` = pass@k, ``delta`` = the margin above the floor);
+    None where either is undefined (answers that are not numbers) or k exceeds n."""
+    counts = success_counts(tr, "lenient", threshold)
+    n = tr.rewards.shape[1]
+    if counts is None or tr.blind_p is None or k > n:
+        return None
+    floor = 1.0 - (1.0 - tr.blind_p) ** k
+    solved = pass_at_k_matrix(np.full(len(counts), n), counts.astype(np.int64), [k])[:, 0]
+    values = np.stack([floor, solved], axis=1)
+    return _paired(values, n_boot, _seed_for(seed, tr.model, tr.task, "guessing"))
 
 
 @dataclass(frozen=True)

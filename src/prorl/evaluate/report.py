@@ -305,7 +305,7 @@ def write_report(
     Raises ValueError (nothing written) when the directory holds no results.
     """
     from prorl.evaluate import report_boundary
-    from prorl.evaluate.boundary import boundaries, gain_correlation
+    from prorl.evaluate.boundary import above_guessing, boundaries, gain_correlation
     from prorl.evaluate.compute_fit import compute_fit
 
     results = load_results(directory, threshold)
@@ -316,7 +316,13 @@ def write_report(
     corrs = {rd: gain_correlation(tbs, rd) for rd in ("strict", "lenient")}
     corrs = {rd: c for rd, c in corrs.items() if c.tasks}
     fit = compute_fit(results, seed=seed)
-    doc = build(a, lambda d: report_boundary.section(d, a, tbs, corrs, fit))
+    k_max = tbs[0].k_max if tbs else results.ks[-1]
+    guess = {
+        key: g
+        for key, tr in results.data.items()
+        if (g := above_guessing(tr, k_max, results.threshold, max(n_boot, 1000), seed))
+    }
+    doc = build(a, lambda d: report_boundary.section(d, a, tbs, corrs, fit, guess))
     page = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         "<title>prorl evaluation report</title>"
@@ -327,6 +333,6 @@ def write_report(
     html_path, md_path = target / "report.html", target / "summary.md"
     store.write_atomic(html_path, page.encode("utf-8"))
     store.write_atomic(md_path, ("\n".join(doc.md).lstrip() + "\n").encode("utf-8"))
-    summary = report_boundary.summary(a, tbs, corrs, fit)
+    summary = report_boundary.summary(a, tbs, corrs, fit, guess)
     store.write_atomic(target / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
     return html_path, md_path

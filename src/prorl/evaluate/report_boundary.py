@@ -1,12 +1,13 @@
 """The report's reasoning-boundary sections and its machine-readable ``summary.json``.
 
 Sections (base = the first model, final = the last): the paired change of pass@1 and of
-pass@k_max per task under strict and lenient extraction, problems solved only by either
-model, the gain-versus-base correlation over tasks, and the saturating fit of validation
+pass@k_max per task under strict and lenient extraction, every model's lenient pass@k_max
+against its question-blind guessing floor, problems solved only by either model, the gain-versus-base correlation over tasks, and the saturating fit of validation
 success against training steps with its projected ceiling.
 
 ``summary.json`` holds, for every (task, model), the per-problem sample counts ``n`` and
-success counts ``c`` (and ``c_lenient``), so every pass@k in the report can be recomputed
+success counts ``c`` (and ``c_lenient``, and ``blind_p``: each problem's chance that one
+question-blind guess is right), so every pass@k in the report can be recomputed
 by anyone with ``1 - C(n - c, k) / C(n, k)``, together with the figures the report prints.
 """
 
@@ -23,6 +24,7 @@ from prorl.evaluate.passk import successes
 if TYPE_CHECKING:
     from prorl.evaluate.doc import Doc
 
+Guessing = dict[tuple[str, str], PairedChange]  # (model, task) -> floor vs lenient pass@k
 LIST_LIMIT = 8  # problems listed per task and side in the report (summary.json has all)
 
 
@@ -40,6 +42,7 @@ def section(
     tbs: list[TaskBoundary],
     corrs: dict[str, Correlation],
     fit: ComputeFit | None,
+    guess: Guessing,
 ) -> None:
     if not tbs:
         return
@@ -69,6 +72,7 @@ def section(
         )
     head = ["task", "problems", "pass@1", f"pass@{k}", "lenient pass@1", f"lenient pass@{k}", ""]
     doc.table(head, rows)
+    _guessing(doc, a, tbs, guess)
 
     doc.heading("Problems solved (at least once in n) by only one model", 3)
     rows = []
@@ -121,6 +125,36 @@ def section(
     doc.images([("compute fit", plots.compute_fit_plot(fit))])
 
 
+def _guessing(doc: Doc, a: Analysis, tbs: list[TaskBoundary], guess: Guessing) -> None:
+    """Every model's lenient pass@k_max against its question-blind guessing floor."""
+    k = tbs[0].k_max
+    rows = [
+        [
+            t,
+            m,
+            f"{100 * g.final.value:.1f}",
+            f"{100 * g.base.value:.1f}",
+            f"{100 * g.delta.value:+.1f} [{100 * g.delta.lo:+.1f}, {100 * g.delta.hi:+.1f}]"
+            + (" *" if g.delta.lo > 0 else ""),
+        ]
+        for t in a.results.tasks
+        for m in a.results.models
+        if (g := guess.get((m, t))) is not None
+    ]
+    if not rows:
+        return
+    doc.heading(f"Lenient pass@{k} against the question-blind guessing floor", 3)
+    doc.para(
+        f"floor = the pass@{k} of a guesser that never reads the question and draws each "
+        "answer from the model's own final numbers on the task's other problems. On tasks "
+        "whose answers span a small range, a model that writes a different number in each "
+        f"sample solves many problems at k = {k} by spread alone; only the margin above the "
+        "floor says the model read the problem. margin = pass - floor [95 % paired bootstrap "
+        "interval over problems], in %; * = the interval lies above 0."
+    )
+    doc.table(["task", "model", f"lenient pass@{k}", "floor", "margin"], rows)
+
+
 def _listed(uids: list[str]) -> str:
     return " ".join(uids[:LIST_LIMIT]) + (" ..." if len(uids) > LIST_LIMIT else "")
 
@@ -150,6 +184,7 @@ def summary(
     tbs: list[TaskBoundary],
     corrs: dict[str, Correlation],
     fit: ComputeFit | None,
+    guess: Guessing,
 ) -> dict[str, Any]:
     """Everything needed to recompute the report's numbers, as plain JSON."""
     res = a.results
@@ -162,6 +197,11 @@ def summary(
             "n": [int(tr.rewards.shape[1])] * len(tr.uids),
             "c": [int(x) for x in c],
             "c_lenient": None if tr.lenient is None else [int(x) for x in tr.lenient.sum(axis=1)],
+            "blind_p": None if tr.blind_p is None else [float(x) for x in tr.blind_p],
+            "blind_pass_at_k": None
+            if tr.blind_p is None
+            else {str(k): tr.blind_pass_at(k) for k in curve.ks},
+            "guessing": None if (g := guess.get((m, t))) is None else _interval(g),
             "pass_at_k": {str(k): float(v) for k, v in zip(curve.ks, curve.passk, strict=True)},
             "mean_reward": curve.mean_reward,
         }

@@ -3,9 +3,10 @@
 A study's work directory (runs, checkpoints, every sampled text) is never committed, so a
 lost machine loses it. Each evaluated model is therefore also published, as soon as its
 evaluation finishes, under ``RESULTS/evals/``: the same rows without the sampled texts (the
-lenient reading of each text is kept as a flag), gzipped, with the evaluation's manifest.
-That is everything ``prorl report`` computes from (counts, rewards, lengths, formats,
-floors, lenient success) at a few hundred kB per model. A rerun on a fresh machine puts the
+lenient reading of each text is kept as a flag, and its last number as ``final``), gzipped,
+with the evaluation's manifest. That is everything ``prorl report`` computes from (counts,
+rewards, lengths, formats, floors, lenient success, the guessing floor) at a few hundred kB
+per model. A rerun on a fresh machine puts the
 published models back into the work directory before evaluating or reporting, so a lost
 machine costs only the part that was running.
 
@@ -23,20 +24,26 @@ from pathlib import Path
 from typing import Any
 
 from prorl.evaluate import store
-from prorl.verify.lenient import lenient_correct
+from prorl.verify.lenient import as_number, last_number, lenient_correct
 
 FIXED = ("n", "split", "seed", "sampling")  # settings two evaluations must share to merge
 
 
 def compact_row(row: dict[str, Any]) -> dict[str, Any]:
     """``row`` without its sampled texts; each sample gains ``lenient`` (the lenient reading
-    of its text: True, False, or None where the answer is not a number)."""
+    of its text: True, False, or None where the answer is not a number) and, where the
+    answer is a number, ``final`` (the text's last number as a string such as ``"7/2"``, or
+    None when it wrote none), from which the guessing floor is recomputed."""
     answer = str(row.get("answer", ""))
+    numeric = as_number(answer) is not None
     samples = []
     for s in row["samples"]:
         out = {k: v for k, v in s.items() if k != "text"}
         if "text" in s:
             out["lenient"] = lenient_correct(s["text"], answer)
+            if numeric:
+                final = last_number(s["text"])
+                out["final"] = None if final is None else str(final)
         samples.append(out)
     return {**row, "samples": samples}
 
