@@ -14,7 +14,8 @@ its blind floor says nothing about reasoning.
 Reads the stored rows of `prorl eval` (results/MODEL/TASK.jsonl with sample texts); a model
 or task whose file is missing or incomplete is skipped with a note. Prints, per (task,
 model): how often the last-number reading agrees with the stored reward, pass@k, and the
-blind floor at k (prorl.evaluate.blind). The report does not show this floor yet.
+blind floor at k (prorl.evaluate.blind). `prorl report` shows the same floor, with an
+interval, in its section "Lenient pass@k against the question-blind guessing floor".
 """
 
 from __future__ import annotations
