@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 from fractions import Fraction as F
 from pathlib import Path
 
@@ -8,8 +9,10 @@ import pytest
 from eval_fixtures import write_synthetic
 from prorl.evaluate.analysis import load_results
 from prorl.evaluate.blind import blind_pass_at_k, blind_success_probs
-from prorl.evaluate.boundary import above_guessing
+from prorl.evaluate.boundary import PairedChange, Reading, TaskBoundary, above_guessing
+from prorl.evaluate.change import Interval
 from prorl.evaluate.report import write_report
+from prorl.evaluate.report_boundary import guessing_only
 from prorl.study.published import publish_model, restore
 
 
@@ -91,6 +94,8 @@ def test_guessing_floor_survives_publishing_and_reaches_summary_json(tmp_path: P
     assert reader["blind_pass_at_k"]["2"] == pytest.approx(5 / 9)
     assert reader["guessing"]["delta"]["value"] == pytest.approx(1 - 5 / 9)
     assert "question-blind guessing floor" in (tmp_path / "report" / "summary.md").read_text()
+    (boundary,) = summary["boundary"]  # spreader (base) -> reader (final): read, not guessed
+    assert boundary["final"] == "reader" and boundary["guessing_only"] is False
 
 
 def test_no_guessing_floor_where_answers_are_not_numbers(tmp_path: Path) -> None:
@@ -104,3 +109,20 @@ def test_no_guessing_floor_where_answers_are_not_numbers(tmp_path: Path) -> None
     tr = load_results(d).data[("m", TASK)]
     assert tr.blind_p is None and tr.blind_pass_at(2) is None
     assert above_guessing(tr, 2, 1.0) is None
+
+
+def _change(delta_lo: float) -> PairedChange:
+    i = Interval(0.5, 0.4, 0.6)
+    return PairedChange(i, i, Interval(delta_lo + 0.1, delta_lo, delta_lo + 0.2))
+
+
+def test_a_boundary_rise_under_the_guessing_floor_is_labelled_guessing() -> None:
+    rose = Reading(_change(0.0), _change(0.1), [], [], 0)  # lenient pass@k_max rose: lo > 0
+    flat = Reading(_change(0.0), _change(-0.1), [], [], 0)
+    tb = TaskBoundary(TASK, "arithmetic", "base", "final", 64, 128, rose, rose)
+    at_floor = {("final", TASK): _change(-0.05)}  # margin interval reaches below 0
+    above = {("final", TASK): _change(0.02)}
+    assert guessing_only(tb, at_floor) and not guessing_only(tb, above)
+    assert not guessing_only(tb, {})  # no floor (answers not numbers): no label
+    assert not guessing_only(replace(tb, lenient=flat), at_floor)  # nothing rose
+    assert not guessing_only(replace(tb, lenient=None), at_floor)

@@ -54,7 +54,9 @@ def section(
         "strict = the task's own verifier; lenient = the last number in the response is the "
         "answer (tasks with numeric answers). A boundary that rises under strict but not "
         "under lenient extraction is a format result (the model learnt the answer format), "
-        "marked 'format only'."
+        "marked 'format only'. A lenient boundary that rose while the final model stays "
+        "at or under its question-blind guessing floor (next table) is marked 'guessing': "
+        "the model spreads its answers more widely, it has not learnt to solve more."
     )
     rows = []
     for tb in tbs:
@@ -67,7 +69,7 @@ def section(
                 _change(tb.strict.boundary),
                 "-" if le is None else _change(le.pass1),
                 "-" if le is None else _change(le.boundary),
-                "format only" if tb.format_only else "",
+                _label(tb, guess),
             ]
         )
     head = ["task", "problems", "pass@1", f"pass@{k}", "lenient pass@1", f"lenient pass@{k}", ""]
@@ -123,6 +125,19 @@ def section(
         "interval is wide."
     )
     doc.images([("compute fit", plots.compute_fit_plot(fit))])
+
+
+def guessing_only(tb: TaskBoundary, guess: Guessing) -> bool:
+    """The lenient boundary rose significantly, but the final model's pass@k_max does not
+    lie clearly above its guessing floor: the rise is answer spread, not a moved boundary."""
+    g = guess.get((tb.final, tb.task))
+    le = tb.lenient
+    return le is not None and le.boundary.delta.lo > 0 and g is not None and not g.delta.lo > 0
+
+
+def _label(tb: TaskBoundary, guess: Guessing) -> str:
+    labels = [("format only", tb.format_only), ("guessing", guessing_only(tb, guess))]
+    return ", ".join(name for name, on in labels if on)
 
 
 def _guessing(doc: Doc, a: Analysis, tbs: list[TaskBoundary], guess: Guessing) -> None:
@@ -221,6 +236,7 @@ def summary(
                 "problems": tb.problems,
                 "k_max": tb.k_max,
                 "format_only": tb.format_only,
+                "guessing_only": guessing_only(tb, guess),
                 **{
                     name: None
                     if r is None
