@@ -109,11 +109,13 @@ def test_tiny_study_end_to_end_then_resume(
 def _lose_the_machine_during_the_checkpoints_part(
     tmp_path: Path, study: Path, summary: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The machine is lost while the checkpoints part evaluates step 4 (step 2 published):
-    the work directory - runs, checkpoints, samples - is gone, the committed results stay.
-    A rerun skips the published parts, puts the published models back, trains the run again
-    to step 4 (same seed: same metrics), evaluates only step 4 and rebuilds the report with
-    the same numbers."""
+    """The machine is lost during the checkpoints part, before any checkpoint's evaluation
+    was published: the work directory - runs, checkpoints, samples - is gone, the committed
+    results stay. A rerun skips the published parts, puts the published models back, trains
+    the run again to step 2 (same seed: same metrics), evaluates it, resumes that run to step
+    4 (the stored config says 2 steps: the study must ask for 4), evaluates it, and rebuilds
+    the report with the same numbers. The published whole run is never replaced by the
+    retrained pieces."""
     res = tmp_path / "results"
     shutil.rmtree(tmp_path / "work")
     ledger = json.loads((res / "parts.json").read_text())
@@ -121,18 +123,24 @@ def _lose_the_machine_during_the_checkpoints_part(
     del ledger["checkpoints"], ledger["report"]
     (res / "parts.json").write_text(json.dumps(ledger))
     man = json.loads((res / "evals" / "eval.json").read_text())
-    man["models"] = [m for m in man["models"] if m["label"] != "step_000004"]
+    lost = ("step_000002", "step_000004")
+    man["models"] = [m for m in man["models"] if m["label"] not in lost]
     (res / "evals" / "eval.json").write_text(json.dumps(man))
-    shutil.rmtree(res / "evals" / "results" / "step_000004")
+    for label in lost:
+        shutil.rmtree(res / "evals" / "results" / label)
+    published = {f: (res / "train" / f).read_bytes() for f in ("metrics.jsonl", "config.yaml")}
 
     capsys.readouterr()
     assert main(["reproduce", str(study)]) == 0
     out = capsys.readouterr().out
     assert out.count("done already") == 4  # screen, base, train, ablation
-    assert "put back the published results of base, step_000002, no-kl-no-reset" in out
-    assert "training the run to it again" in out
-    assert "matches the published metrics" in out, out
-    assert out.count("prorl eval") == 1 and "step_000004=" in out
+    assert "put back the published results of base, no-kl-no-reset" in out
+    assert out.count("training the run to it again") == 2
+    assert "train --resume" in out and "steps=4" in out
+    assert "matches the published metrics to step 2" in out, out
+    assert "matches the published metrics to step 4" in out, out
+    assert out.count("prorl eval") == 2 and "step_000002=" in out and "step_000004=" in out
+    assert {f: (res / "train" / f).read_bytes() for f in published} == published
     again = json.loads((res / "report" / "summary.json").read_text())
     assert again["models"] == summary["models"]
     assert again["counts"] == summary["counts"]  # restored and re-evaluated alike
@@ -158,8 +166,10 @@ def test_run_killed_before_its_first_checkpoint_starts_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """prorl train refuses to start over a run directory and cannot resume one without a
-    checkpoint: the study sets such a run aside and starts it again, keeping its files."""
-    from prorl.study.run import StudyRunner
+    checkpoint: the study sets such a run aside and starts it again, keeping its files. (The
+    train command is not run here, so the run never reaches its length: the part fails and
+    publishes nothing.)"""
+    from prorl.study.run import PartFailed, StudyRunner
 
     study = load_study(str(_study(tmp_path)))
     runner = StudyRunner(study, log=lambda _: None)
@@ -169,8 +179,9 @@ def test_run_killed_before_its_first_checkpoint_starts_again(
     run.mkdir(parents=True)
     (run / "config.yaml").write_text("seed: 0\n")
     (run / "metrics.jsonl").write_text('{"step": 0}\n')
-    runner.part_train()
-    assert calls[0][:3] == ["train", "--preset", "cpu-boundary"]
+    with pytest.raises(PartFailed, match="stopped at step 0 of 4; nothing was published"):
+        runner.part_train()
+    assert calls[0][:3] == ["train", "--preset", "cpu-boundary"] and "steps=4" in calls[0]
     (aside,) = run.parent.glob("run.no-checkpoint-*")
     assert (aside / "metrics.jsonl").read_text() == '{"step": 0}\n'
     # with a complete checkpoint the same part resumes instead
@@ -179,8 +190,11 @@ def test_run_killed_before_its_first_checkpoint_starts_again(
     ckpt.mkdir(parents=True)
     (ckpt / "COMPLETE").write_text("")
     (run / "config.yaml").write_text("seed: 0\n")
-    runner.part_train()
-    assert calls[0] == ["train", "--resume", str(run)]
+    (run / "metrics.jsonl").write_text('{"step": 3}\n')
+    with pytest.raises(PartFailed, match="stopped at step 3 of 4"):
+        runner.part_train()
+    assert calls[0] == ["train", "--resume", str(run), "steps=4"]
+    assert not (tmp_path / "results" / "train").exists()
 
 
 def test_status_says_what_is_done_published_and_next(

@@ -71,6 +71,10 @@ def first_difference(
     return None
 
 
+def _last_step(metrics: Sequence[dict[str, object]]) -> int:
+    return max((int(str(r["step"])) for r in metrics if "step" in r), default=0)
+
+
 class StudyRunner:
     def __init__(self, study: Study, log: Callable[[str], None] = print) -> None:
         self.study = study
@@ -183,13 +187,26 @@ class StudyRunner:
             self._eval_study("base", "base", self.study.base_model)
         self._report("base", self.eval_dir, ["base"], self.results / "base")
 
-    def _train(self, part: str, ablation: bool, until: int | None = None) -> None:
-        """Train (or resume) the run; with ``until``, stop at that step and publish nothing
-        (the published results are always those of the whole run)."""
+    def _full_steps(self, ablation: bool) -> int:
+        s = self.study
+        overrides = [*s.train_overrides, *(s.ablation_overrides if ablation else ())]
+        return load_config(s.train_preset, overrides).steps
+
+    def _train(
+        self, part: str, ablation: bool, until: int | None = None, publish: bool = True
+    ) -> None:
+        """Train (or resume) the run to step ``until`` (default: the run's full length);
+        with ``publish``, a run trained to its full length is published.
+
+        The target is always passed as ``steps=N``: a run resumed after a shorter retrain
+        keeps that retrain's ``steps`` in its stored config, and resuming it without the
+        override would stop there at once (and publish a short run over the whole one)."""
         s = self.study
         run = self.run_dir(ablation)
         overrides = [*s.train_overrides, *(s.ablation_overrides if ablation else ())]
-        stop = [f"steps={until}"] if until else []
+        full = self._full_steps(ablation)
+        target = full if until is None else until
+        stop = [f"steps={target}"]
         # keep every evaluated checkpoint: milestones at the gcd of the evaluated steps
         keep = (
             [f"checkpoint.milestones_every={reduce(gcd, s.checkpoints)}"] if s.checkpoints else []
@@ -211,8 +228,14 @@ class StudyRunner:
                     *(*overrides, *keep, *stop),
                 ],
             )
-        if until:
+        if not publish or target < full:
             return
+        reached = _last_step(read_jsonl(run / "metrics.jsonl"))
+        if reached < full:
+            raise PartFailed(
+                f"part {part}: the run in {run} stopped at step {reached} of {full}; nothing "
+                "was published (rerun the same command to resume)"
+            )
         self._publish(run, self.results / part, RUN_FILES)
         if (run / "eval" / "eval.json").is_file():  # the run's own validation, every step_N
             self._prorl(
@@ -240,17 +263,18 @@ class StudyRunner:
         to ``step`` (seeded, so the same run) and compare with the published metrics."""
         run = self.run_dir()
         self.log(f"[checkpoints] no checkpoint at step {step} here: training the run to it again")
-        s = self.study
-        full = load_config(s.train_preset, list(s.train_overrides)).steps
-        # to the run's end it is the whole run again: published again, as the train part does
-        self._train("train", ablation=False, until=step if step < full else None)
+        # never published: the published run is the train part's; this only recreates a
+        # checkpoint, and is checked against it
+        self._train("train", ablation=False, until=step, publish=False)
         published = self.results / "train" / "metrics.jsonl"
         if not published.is_file():
             return
-        diff = first_difference(read_jsonl(published), read_jsonl(run / "metrics.jsonl"))
+        rerun = read_jsonl(run / "metrics.jsonl")
+        diff = first_difference(read_jsonl(published), rerun)
         if diff is None:
             self.log(
-                f"[checkpoints] the retrained run matches the published metrics to step {step}"
+                "[checkpoints] the retrained run matches the published metrics to step "
+                f"{_last_step(rerun)}"
             )
         else:
             self.log(
