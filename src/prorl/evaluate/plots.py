@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # headless: never needs a display, safe in worker process
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from prorl.evaluate.analysis import FLOOR_NAMES, HIST_EDGES, Analysis, Curve  # noqa: E402
 from prorl.evaluate.boundary import Correlation  # noqa: E402
@@ -109,12 +110,14 @@ def histogram_plot(analysis: Analysis, task: str) -> bytes:
 
 def overview_plot(analysis: Analysis) -> bytes:
     """pass@1 (success rate) and pass@k_max per task and model, side by side: the whole run
-    at a glance."""
+    at a glance. A black tick on a pass@k_max bar marks that model's question-blind guessing
+    floor (tasks with numeric answers): a bar that does not pass its tick is answer spread."""
     res = analysis.results
     tasks, models = res.tasks, res.models
     fig, axes = plt.subplots(1, 2, figsize=(10.0, 0.45 * len(tasks) + 1.6), sharey=True)
     y = np.arange(len(tasks))
     h = 0.8 / max(1, len(models))
+    ticked = False
     for col, (ax, title) in enumerate(zip(axes, ("pass@1", f"pass@{res.ks[-1]}"), strict=True)):
         for i, m in enumerate(models):
             vals = [
@@ -128,6 +131,8 @@ def overview_plot(analysis: Analysis) -> bytes:
                 for t in tasks
             ]
             ax.barh(y + i * h, vals, height=h, color=_COLORS[i % len(_COLORS)], label=m)
+            if col == 1:
+                ticked = _floor_ticks(ax, analysis, m, y + i * h, h) or ticked
         ax.set_xlim(0, 1)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, axis="x")
@@ -136,16 +141,35 @@ def overview_plot(analysis: Analysis) -> bytes:
     axes[0].invert_yaxis()
     # Above the panels: inside them the legend would cover the longest bars.
     handles, labels = axes[0].get_legend_handles_labels()
+    if ticked:
+        handles.append(Line2D([], [], color="black", linewidth=1.5))
+        labels.append(_FLOOR_LABEL)
     fig.legend(
         handles,
         labels,
         fontsize=8,
         loc="lower center",
-        ncol=min(len(models), 6),
+        ncol=min(len(handles), 7),
         bbox_to_anchor=(0.5, 1.0),
         frameon=False,
     )
     return to_png(fig)
+
+
+_FLOOR_LABEL = "guessing floor"
+
+
+def _floor_ticks(ax: plt.Axes, analysis: Analysis, model: str, ys: np.ndarray, h: float) -> bool:
+    """Tick each of ``model``'s pass@k_max bars at its guessing floor; True if any drawn."""
+    res = analysis.results
+    drawn = False
+    for yi, t in zip(ys, res.tasks, strict=True):
+        tr = res.data.get((model, t))
+        floor = None if tr is None else tr.blind_pass_at(res.ks[-1])
+        if floor is not None:
+            ax.vlines(floor, yi - h / 2, yi + h / 2, colors="black", linewidth=1.5)
+            drawn = True
+    return drawn
 
 
 def gain_plot(corr: Correlation, k_max: int, reading: str) -> bytes:

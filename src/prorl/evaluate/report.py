@@ -104,7 +104,10 @@ def _settings(a: Analysis) -> list[str]:
         "formatted % = share of samples answering in the task's format ('-' where the task "
         "has none or the results predate it). lenient = the success rate when the last "
         "number anywhere in the response is read as the answer (numeric answers only): a "
-        "strict pass@1 that rises only up to the base's lenient rate may be format learning.",
+        "strict pass@1 that rises only up to the base's lenient rate may be format learning. "
+        "guessing floor (the black ticks in the overview) = the pass@k of a guesser that "
+        "never reads the question and draws from the model's own final numbers on the "
+        "task's other problems: a pass@k at or under it is answer spread, not solving.",
         f"Intervals: 95 % percentile bootstrap over problems. Regimes use pass@1 (success) "
         f"and tolerance {a.tolerance:g} (see docs/evaluation.md).",
     ]
