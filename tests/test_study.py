@@ -12,9 +12,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
+from eval_fixtures import write_synthetic
 from prorl.cli import main
 from prorl.config import ConfigError, load_config
 from prorl.study.config import load_study, study_path
@@ -219,6 +221,9 @@ def test_status_says_what_is_done_published_and_next(
         if complete:
             (d / MARKER).write_text("")
     (run / "config.yaml").write_text("seed: 0\n")
+    # step 2's evaluation was cut short: one task of two finished (2 problems), one started
+    rewards = {("step_000002", "rg/a"): np.zeros((2, 4)), ("step_000002", "rg/b"): np.zeros((1, 4))}
+    write_synthetic(work / "eval", rewards, {"rg/a": "x", "rg/b": "x"})
 
     assert main(["reproduce", str(study_file), "--status"]) == 0
     out = capsys.readouterr().out
@@ -227,8 +232,9 @@ def test_status_says_what_is_done_published_and_next(
     assert "(this machine only)" in lines["screen"]
     assert lines["train"].split()[1:] == ["to", "do"]
     assert "evaluated models published: none" in out
+    assert "evaluation in progress: step_000002: 1 of 2 tasks, 3 of 4 problems" in out
     assert "run:          checkpoints at steps 2\n" in out  # step 4 is incomplete
     assert "ablation run: not started here" in out
     assert "next: prorl reproduce cpu-boundary --parts train,checkpoints,ablation,report" in out
     # nothing was run or written by the status itself
-    assert sorted(p.name for p in work.iterdir()) == ["parts", "run"]
+    assert sorted(p.name for p in work.iterdir()) == ["eval", "parts", "run"]

@@ -338,6 +338,29 @@ class StudyRunner:
             return "started, no checkpoint yet"
         return f"checkpoints at steps {', '.join(str(step_of(d)) for d in ckpts)}"
 
+    def _in_progress(self, published: Sequence[str]) -> list[str]:
+        """Models of the work directory's evaluation not yet published, with how far each
+        task got (problems stored of those asked for)."""
+        man = store.read_manifest(self.eval_dir)
+        if man is None:
+            return []
+        want = self.study.sampling.problems
+        out = []
+        for entry in man["models"]:
+            model = entry["label"]
+            if model in published:
+                continue
+            done = [
+                len(store.read_rows(store.results_path(self.eval_dir, model, t["name"])))
+                for t in man["tasks"]
+            ]
+            finished = sum(d >= want for d in done)
+            out.append(
+                f"{model}: {finished} of {len(done)} tasks, {sum(done)} of "
+                f"{want * len(done)} problems"
+            )
+        return out
+
     def status(self) -> list[str]:
         """What is finished, what is published and where each run stands: read-only, so it is
         safe beside a running study."""
@@ -355,6 +378,7 @@ class StudyRunner:
             lines.append(f"  {part:<12} {state}")
         models = published_models(self.evals)
         lines.append(f"  evaluated models published: {', '.join(models) or 'none'}")
+        lines.extend(f"  evaluation in progress: {p}" for p in self._in_progress(models))
         lines.append(f"  run:          {self._run_state(False)}")
         if self.study.ablation_overrides:
             lines.append(f"  ablation run: {self._run_state(True)}")
