@@ -59,7 +59,8 @@ def write_curves(runs: dict[str, Path], png: Path, data: Path) -> None:
     import matplotlib.pyplot as plt
 
     all_series = {label: series(run) for label, run in runs.items()}
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    # constrained layout: the lower panels' titles would sit on the upper panels' x labels
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), layout="constrained")
     colors = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]
     for ax, (key, title) in zip(axes.ravel(), PANELS, strict=True):
         for i, (label, s) in enumerate(all_series.items()):
