@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from prorl.evaluate import store
-from prorl.evaluate.blind import Answer, blind_success_probs
+from prorl.evaluate.blind import Answer, blind_success_probs, floor_at_k
 from prorl.evaluate.passk import DEFAULT_THRESHOLD, default_ks, pass_at_k_matrix, successes
 from prorl.tasks.selfcheck import TRIVIAL
 from prorl.verify.lenient import as_number, last_number, lenient_correct
@@ -81,7 +81,7 @@ class TaskResult:
         """The guessing floor of pass@k: mean over problems of 1 - (1 - p_i)^k."""
         if self.blind_p is None or not len(self.blind_p):
             return None
-        return float(np.mean(1.0 - (1.0 - self.blind_p) ** k))
+        return float(np.mean(floor_at_k(self.blind_p, k)))
 
     def lenient_rate(self) -> float | None:
         """Success rate under lenient extraction (the last number in the response)."""

@@ -16,6 +16,9 @@ from collections import Counter
 from collections.abc import Sequence
 from fractions import Fraction
 
+import numpy as np
+import numpy.typing as npt
+
 Answer = Fraction | None  # a sample's final number; None when it wrote none
 
 
@@ -37,6 +40,12 @@ def blind_success_probs(
     return probs
 
 
+def floor_at_k(probs: npt.ArrayLike, k: int) -> npt.NDArray[np.float64]:
+    """Per problem, the chance that k independent blind guesses include the answer:
+    1 - (1 - p_i)^k."""
+    return 1.0 - (1.0 - np.asarray(probs, dtype=np.float64)) ** k
+
+
 def blind_pass_at_k(answers: Sequence[Sequence[Answer]], refs: Sequence[Fraction], k: int) -> float:
     """Mean over problems of 1 - (1 - p_i)^k (see the module docstring)."""
     if k < 1:
@@ -44,4 +53,4 @@ def blind_pass_at_k(answers: Sequence[Sequence[Answer]], refs: Sequence[Fraction
     probs = blind_success_probs(answers, refs)
     if not probs:
         raise ValueError("no problems")
-    return sum(1.0 - (1.0 - p) ** k for p in probs) / len(probs)
+    return float(np.mean(floor_at_k(probs, k)))

@@ -30,6 +30,7 @@ from prorl.evaluate.analysis import (
     _seed_for,
     bootstrap_replicates,
 )
+from prorl.evaluate.blind import floor_at_k
 from prorl.evaluate.change import Interval
 from prorl.evaluate.passk import pass_at_k_matrix, successes
 
@@ -189,7 +190,7 @@ def above_guessing(
     n = tr.rewards.shape[1]
     if counts is None or tr.blind_p is None or k > n:
         return None
-    floor = 1.0 - (1.0 - tr.blind_p) ** k
+    floor = floor_at_k(tr.blind_p, k)
     solved = pass_at_k_matrix(np.full(len(counts), n), counts.astype(np.int64), [k])[:, 0]
     values = np.stack([floor, solved], axis=1)
     return _paired(values, n_boot, _seed_for(seed, tr.model, tr.task, "guessing"))
