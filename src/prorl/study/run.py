@@ -187,10 +187,12 @@ class StudyRunner:
             self._eval_study("base", "base", self.study.base_model)
         self._report("base", self.eval_dir, ["base"], self.results / "base")
 
-    def _full_steps(self, ablation: bool) -> int:
+    def _overrides(self, ablation: bool) -> list[str]:
         s = self.study
-        overrides = [*s.train_overrides, *(s.ablation_overrides if ablation else ())]
-        return load_config(s.train_preset, overrides).steps
+        return [*s.train_overrides, *(s.ablation_overrides if ablation else ())]
+
+    def _full_steps(self, ablation: bool) -> int:
+        return load_config(self.study.train_preset, self._overrides(ablation)).steps
 
     def _train(
         self, part: str, ablation: bool, until: int | None = None, publish: bool = True
@@ -203,7 +205,7 @@ class StudyRunner:
         override would stop there at once (and publish a short run over the whole one)."""
         s = self.study
         run = self.run_dir(ablation)
-        overrides = [*s.train_overrides, *(s.ablation_overrides if ablation else ())]
+        overrides = self._overrides(ablation)
         full = self._full_steps(ablation)
         target = full if until is None else until
         stop = [f"steps={target}"]
