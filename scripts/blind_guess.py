@@ -21,10 +21,10 @@ interval, in its section "Lenient pass@k against the question-blind guessing flo
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from prorl.evaluate import store
 from prorl.evaluate.blind import blind_pass_at_k
 from prorl.verify.lenient import as_number, last_number
 
@@ -38,11 +38,11 @@ def main() -> int:
     args = ap.parse_args()
     for task in args.tasks.split(","):
         for model in args.models.split(","):
-            path = args.eval_dir / "results" / model / (task.replace("/", "__") + ".jsonl")
+            path = store.results_path(args.eval_dir, model, task)
             if not path.exists():
                 print(f"{task} {model}: no {path}", file=sys.stderr)
                 continue
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+            rows = store.read_rows(path)
             refs = [as_number(str(r["answer"])) for r in rows]
             if any(ref is None for ref in refs):
                 print(f"{task}: answers are not all numbers; skipped", file=sys.stderr)
