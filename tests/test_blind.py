@@ -12,7 +12,7 @@ from prorl.evaluate.blind import blind_pass_at_k, blind_success_probs
 from prorl.evaluate.boundary import PairedChange, Reading, TaskBoundary, above_guessing
 from prorl.evaluate.change import Interval
 from prorl.evaluate.report import write_report
-from prorl.evaluate.report_boundary import guessing_only
+from prorl.evaluate.report_boundary import guessing_only, pass1_guessing_only
 from prorl.study.published import publish_model, restore
 
 
@@ -92,10 +92,12 @@ def test_guessing_floor_survives_publishing_and_reaches_summary_json(tmp_path: P
     reader = summary["counts"][TASK]["reader"]
     assert reader["blind_p"] == pytest.approx([1 / 3] * 4)
     assert reader["blind_pass_at_k"]["2"] == pytest.approx(5 / 9)
-    assert reader["guessing"]["delta"]["value"] == pytest.approx(1 - 5 / 9)
+    assert reader["guessing"]["2"]["delta"]["value"] == pytest.approx(1 - 5 / 9)
+    assert reader["guessing"]["1"]["delta"]["value"] == pytest.approx(1 - 1 / 3)
     assert "question-blind guessing floor" in (tmp_path / "report" / "summary.md").read_text()
     (boundary,) = summary["boundary"]  # spreader (base) -> reader (final): read, not guessed
     assert boundary["final"] == "reader" and boundary["guessing_only"] is False
+    assert boundary["pass1_guessing_only"] is False
 
 
 def test_no_guessing_floor_where_answers_are_not_numbers(tmp_path: Path) -> None:
@@ -120,9 +122,49 @@ def test_a_boundary_rise_under_the_guessing_floor_is_labelled_guessing() -> None
     rose = Reading(_change(0.0), _change(0.1), [], [], 0)  # lenient pass@k_max rose: lo > 0
     flat = Reading(_change(0.0), _change(-0.1), [], [], 0)
     tb = TaskBoundary(TASK, "arithmetic", "base", "final", 64, 128, rose, rose)
-    at_floor = {("final", TASK): _change(-0.05)}  # margin interval reaches below 0
-    above = {("final", TASK): _change(0.02)}
+    at_floor = {("final", TASK): {128: _change(-0.05)}}  # margin interval reaches below 0
+    above = {("final", TASK): {128: _change(0.02)}}
     assert guessing_only(tb, at_floor) and not guessing_only(tb, above)
     assert not guessing_only(tb, {})  # no floor (answers not numbers): no label
     assert not guessing_only(replace(tb, lenient=flat), at_floor)  # nothing rose
     assert not guessing_only(replace(tb, lenient=None), at_floor)
+
+
+def test_a_pass1_rise_at_the_k1_floor_is_labelled_pass1_guessing() -> None:
+    rose = Reading(_change(0.1), _change(0.0), [], [], 0)  # lenient pass@1 rose: lo > 0
+    tb = TaskBoundary(TASK, "arithmetic", "base", "final", 64, 128, rose, rose)
+    assert pass1_guessing_only(tb, {("final", TASK): {1: _change(-0.05)}})
+    assert not pass1_guessing_only(tb, {("final", TASK): {1: _change(0.02)}})
+    assert not pass1_guessing_only(tb, {("final", TASK): {128: _change(-0.05)}})  # no k = 1
+    flat = Reading(_change(-0.1), _change(0.0), [], [], 0)
+    assert not pass1_guessing_only(
+        replace(tb, lenient=flat), {("final", TASK): {1: _change(-0.05)}}
+    )
+
+
+def test_a_constant_answer_scores_pass1_at_its_floor(tmp_path: Path) -> None:
+    """8 problems, 6 with answer 1: a model that answers 1 whatever the question has
+    pass@1 = 6/8 = its floor at k = 1 (every other problem's samples say 1), so its rise
+    over a model that always writes 3 is labelled 'pass@1 guessing'."""
+    answers = ["1"] * 6 + ["2"] * 2
+    texts = {("wrong", TASK): [["3", "3"]] * 8, ("constant", TASK): [["1", "1"]] * 8}
+    rewards = {key: np.zeros((8, 2)) for key in texts}
+    d = write_synthetic(
+        tmp_path / "eval",
+        rewards,
+        {TASK: "arithmetic"},
+        ks=[1, 2],
+        texts=texts,
+        answers={TASK: answers},
+    )
+    constant = load_results(d).data[("constant", TASK)]
+    assert constant.blind_p is not None and constant.blind_p.tolist() == [1.0] * 6 + [0.0] * 2
+    write_report(d, out=tmp_path / "report", n_boot=200)
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    g1 = summary["counts"][TASK]["constant"]["guessing"]["1"]
+    assert g1["final"]["value"] == pytest.approx(0.75) and g1["base"]["value"] == 0.75
+    assert g1["delta"]["value"] == pytest.approx(0.0)
+    (boundary,) = summary["boundary"]
+    assert boundary["lenient"]["pass1"]["delta"]["lo"] > 0  # the rise itself is significant
+    assert boundary["pass1_guessing_only"] is True
+    assert "pass@1 guessing" in (tmp_path / "report" / "summary.md").read_text()

@@ -321,9 +321,12 @@ def write_report(
     fit = compute_fit(results, seed=seed)
     k_max = tbs[0].k_max if tbs else results.ks[-1]
     guess = {
-        key: g
+        key: {
+            k: g
+            for k in sorted({1, k_max})
+            if (g := above_guessing(tr, k, results.threshold, max(n_boot, 1000), seed))
+        }
         for key, tr in results.data.items()
-        if (g := above_guessing(tr, k_max, results.threshold, max(n_boot, 1000), seed))
     }
     doc = build(a, lambda d: report_boundary.section(d, a, tbs, corrs, fit, guess))
     page = (

@@ -1,8 +1,8 @@
 """The report's reasoning-boundary sections and its machine-readable ``summary.json``.
 
 Sections (base = the first model, final = the last): the paired change of pass@1 and of
-pass@k_max per task under strict and lenient extraction, every model's lenient pass@k_max
-against its question-blind guessing floor, problems solved only by either model, the gain-versus-base correlation over tasks, and the saturating fit of validation
+pass@k_max per task under strict and lenient extraction, every model's lenient pass@1 and
+pass@k_max against its question-blind guessing floor, problems solved only by either model, the gain-versus-base correlation over tasks, and the saturating fit of validation
 success against training steps with its projected ceiling.
 
 ``summary.json`` holds, for every (task, model), the per-problem sample counts ``n`` and
@@ -24,7 +24,8 @@ from prorl.evaluate.passk import successes
 if TYPE_CHECKING:
     from prorl.evaluate.doc import Doc
 
-Guessing = dict[tuple[str, str], PairedChange]  # (model, task) -> floor vs lenient pass@k
+# (model, task) -> {k: floor vs lenient pass@k}, at k = 1 and k = k_max
+Guessing = dict[tuple[str, str], dict[int, PairedChange]]
 LIST_LIMIT = 8  # problems listed per task and side in the report (summary.json has all)
 
 
@@ -56,7 +57,10 @@ def section(
         "under lenient extraction is a format result (the model learnt the answer format), "
         "marked 'format only'. A lenient boundary that rose while the final model stays "
         "at or under its question-blind guessing floor (next table) is marked 'guessing': "
-        "the model spreads its answers more widely, it has not learnt to solve more."
+        "the model spreads its answers more widely, it has not learnt to solve more. A "
+        "lenient pass@1 that rose while the final model stays at or under its floor at "
+        "k = 1 is marked 'pass@1 guessing': it answers (nearly) the same whatever the "
+        "question, and that answer is common among the problems."
     )
     rows = []
     for tb in tbs:
@@ -130,44 +134,67 @@ def section(
 def guessing_only(tb: TaskBoundary, guess: Guessing) -> bool:
     """The lenient boundary rose significantly, but the final model's pass@k_max does not
     lie clearly above its guessing floor: the rise is answer spread, not a moved boundary."""
-    g = guess.get((tb.final, tb.task))
+    g = guess.get((tb.final, tb.task), {}).get(tb.k_max)
     le = tb.lenient
     return le is not None and le.boundary.delta.lo > 0 and g is not None and not g.delta.lo > 0
 
 
+def pass1_guessing_only(tb: TaskBoundary, guess: Guessing) -> bool:
+    """The lenient pass@1 rose significantly, but the final model's pass@1 does not lie
+    clearly above its guessing floor at k = 1: the model gives (nearly) the same answer
+    whatever the question, and the rise is that answer being common among the problems."""
+    g = guess.get((tb.final, tb.task), {}).get(1)
+    le = tb.lenient
+    return le is not None and le.pass1.delta.lo > 0 and g is not None and not g.delta.lo > 0
+
+
 def _label(tb: TaskBoundary, guess: Guessing) -> str:
-    labels = [("format only", tb.format_only), ("guessing", guessing_only(tb, guess))]
+    labels = [
+        ("format only", tb.format_only),
+        ("pass@1 guessing", pass1_guessing_only(tb, guess)),
+        ("guessing", guessing_only(tb, guess)),
+    ]
     return ", ".join(name for name, on in labels if on)
 
 
+def _margin(g: PairedChange | None) -> list[str]:
+    if g is None:
+        return ["-", "-", "-"]
+    d = g.delta
+    star = " *" if d.lo > 0 else ""
+    return [
+        f"{100 * g.final.value:.1f}",
+        f"{100 * g.base.value:.1f}",
+        f"{100 * d.value:+.1f} [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}]{star}",
+    ]
+
+
 def _guessing(doc: Doc, a: Analysis, tbs: list[TaskBoundary], guess: Guessing) -> None:
-    """Every model's lenient pass@k_max against its question-blind guessing floor."""
+    """Every model's lenient pass@1 and pass@k_max against its question-blind guessing
+    floor at the same k."""
     k = tbs[0].k_max
     rows = [
-        [
-            t,
-            m,
-            f"{100 * g.final.value:.1f}",
-            f"{100 * g.base.value:.1f}",
-            f"{100 * g.delta.value:+.1f} [{100 * g.delta.lo:+.1f}, {100 * g.delta.hi:+.1f}]"
-            + (" *" if g.delta.lo > 0 else ""),
-        ]
+        [t, m, *_margin(g.get(1)), *_margin(g.get(k))]
         for t in a.results.tasks
         for m in a.results.models
-        if (g := guess.get((m, t))) is not None
+        if (g := guess.get((m, t)))
     ]
     if not rows:
         return
-    doc.heading(f"Lenient pass@{k} against the question-blind guessing floor", 3)
+    doc.heading(f"Lenient pass@1 and pass@{k} against the question-blind guessing floor", 3)
     doc.para(
-        f"floor = the pass@{k} of a guesser that never reads the question and draws each "
+        "floor = the pass@k of a guesser that never reads the question and draws each "
         "answer from the model's own final numbers on the task's other problems. On tasks "
         "whose answers span a small range, a model that writes a different number in each "
-        f"sample solves many problems at k = {k} by spread alone; only the margin above the "
-        "floor says the model read the problem. margin = pass - floor [95 % paired bootstrap "
-        "interval over problems], in %; * = the interval lies above 0."
+        f"sample solves many problems at k = {k} by spread alone, and a model that writes "
+        "the same number whatever the question scores the share of problems with that "
+        "answer at k = 1; only the margin above the floor says the model read the problem. "
+        "margin = pass - floor [95 % paired bootstrap interval over problems], in %; * = the "
+        "interval lies above 0. A pass@1 rise whose final model is not clearly above its "
+        "k = 1 floor is marked 'pass@1 guessing' in the table above."
     )
-    doc.table(["task", "model", f"lenient pass@{k}", "floor", "margin"], rows)
+    head = ["task", "model", "lenient pass@1", "floor", "margin"]
+    doc.table([*head, f"lenient pass@{k}", "floor", "margin"], rows)
 
 
 def _listed(uids: list[str]) -> str:
@@ -216,7 +243,9 @@ def summary(
             "blind_pass_at_k": None
             if tr.blind_p is None
             else {str(k): tr.blind_pass_at(k) for k in curve.ks},
-            "guessing": None if (g := guess.get((m, t))) is None else _interval(g),
+            "guessing": {str(k): _interval(g) for k, g in guess[(m, t)].items()}
+            if guess.get((m, t))
+            else None,
             "pass_at_k": {str(k): float(v) for k, v in zip(curve.ks, curve.passk, strict=True)},
             "mean_reward": curve.mean_reward,
         }
@@ -237,6 +266,7 @@ def summary(
                 "k_max": tb.k_max,
                 "format_only": tb.format_only,
                 "guessing_only": guessing_only(tb, guess),
+                "pass1_guessing_only": pass1_guessing_only(tb, guess),
                 **{
                     name: None
                     if r is None
