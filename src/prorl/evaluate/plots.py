@@ -110,8 +110,9 @@ def histogram_plot(analysis: Analysis, task: str) -> bytes:
 
 def overview_plot(analysis: Analysis) -> bytes:
     """pass@1 (success rate) and pass@k_max per task and model, side by side: the whole run
-    at a glance. A black tick on a pass@k_max bar marks that model's question-blind guessing
-    floor (tasks with numeric answers): a bar that does not pass its tick is answer spread."""
+    at a glance. A black tick on a bar marks that model's question-blind guessing floor at
+    the same k (tasks with numeric answers): a pass@k_max bar that does not pass its tick
+    is answer spread, a pass@1 bar at its tick is one answer given whatever the question."""
     res = analysis.results
     tasks, models = res.tasks, res.models
     fig, axes = plt.subplots(1, 2, figsize=(10.0, 0.45 * len(tasks) + 1.6), sharey=True)
@@ -131,8 +132,8 @@ def overview_plot(analysis: Analysis) -> bytes:
                 for t in tasks
             ]
             ax.barh(y + i * h, vals, height=h, color=_COLORS[i % len(_COLORS)], label=m)
-            if col == 1:
-                ticked = _floor_ticks(ax, analysis, m, y + i * h, h) or ticked
+            k = 1 if col == 0 else res.ks[-1]
+            ticked = _floor_ticks(ax, analysis, m, k, y + i * h, h) or ticked
         ax.set_xlim(0, 1)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, axis="x")
@@ -159,13 +160,15 @@ def overview_plot(analysis: Analysis) -> bytes:
 _FLOOR_LABEL = "guessing floor"
 
 
-def _floor_ticks(ax: plt.Axes, analysis: Analysis, model: str, ys: np.ndarray, h: float) -> bool:
-    """Tick each of ``model``'s pass@k_max bars at its guessing floor; True if any drawn."""
+def _floor_ticks(
+    ax: plt.Axes, analysis: Analysis, model: str, k: int, ys: np.ndarray, h: float
+) -> bool:
+    """Tick each of ``model``'s pass@k bars at its guessing floor at k; True if any drawn."""
     res = analysis.results
     drawn = False
     for yi, t in zip(ys, res.tasks, strict=True):
         tr = res.data.get((model, t))
-        floor = None if tr is None else tr.blind_pass_at(res.ks[-1])
+        floor = None if tr is None else tr.blind_pass_at(k)
         if floor is not None:
             ax.vlines(floor, yi - h / 2, yi + h / 2, colors="black", linewidth=1.5)
             drawn = True
