@@ -8,7 +8,7 @@ import pytest
 
 from eval_fixtures import write_synthetic
 from prorl.evaluate.analysis import load_results
-from prorl.evaluate.blind import blind_pass_at_k, blind_success_probs
+from prorl.evaluate.blind import best_constant, blind_pass_at_k, blind_success_probs
 from prorl.evaluate.boundary import PairedChange, Reading, TaskBoundary, above_guessing
 from prorl.evaluate.change import Interval
 from prorl.evaluate.report import write_report
@@ -168,3 +168,26 @@ def test_a_constant_answer_scores_pass1_at_its_floor(tmp_path: Path) -> None:
     assert boundary["lenient"]["pass1"]["delta"]["lo"] > 0  # the rise itself is significant
     assert boundary["pass1_guessing_only"] is True
     assert "pass@1 guessing" in (tmp_path / "report" / "summary.md").read_text()
+
+
+def test_best_constant_answer_hand_computed() -> None:
+    assert best_constant([F(1), F(2), F(1), F(3)]) == (F(1), 0.5)
+    assert best_constant([F(7, 2), F(2), F(7, 2), F(2)]) == (F(2), 0.5)  # tie: the smallest
+    assert best_constant([]) is None
+
+
+def test_the_report_names_a_tasks_best_constant_answer(tmp_path: Path) -> None:
+    d = _spreader_and_reader(tmp_path / "eval")  # answers 1, 2, 1, 2
+    write_report(d, out=tmp_path / "report", n_boot=200)
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["tasks"][0]["constant"] == {"answer": "1", "rate": 0.5}
+    answers = ["1"] * 6 + ["2"] * 2
+    d = write_synthetic(
+        tmp_path / "eval2",
+        {("m", TASK): np.zeros((8, 1))},
+        {TASK: "arithmetic"},
+        ks=[1],
+        texts={("m", TASK): [["1"]] * 8},
+        answers={TASK: answers},
+    )
+    assert load_results(d).constant(TASK) == ("1", 0.75)

@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from prorl.evaluate import store
-from prorl.evaluate.blind import Answer, blind_success_probs, floor_at_k
+from prorl.evaluate.blind import Answer, best_constant, blind_success_probs, floor_at_k
 from prorl.evaluate.passk import DEFAULT_THRESHOLD, default_ks, pass_at_k_matrix, successes
 from prorl.tasks.selfcheck import TRIVIAL
 from prorl.verify.lenient import as_number, last_number, lenient_correct
@@ -76,6 +76,9 @@ class TaskResult:
     # [P] chance that one question-blind guess is right (``prorl.evaluate.blind``); None
     # when some reference is not a number or a published row lacks its final numbers
     blind_p: FloatArray | None = None
+    # the best constant answer (``prorl.evaluate.blind.best_constant``) as text, and the
+    # share of problems it answers; None when some reference is not a number
+    constant: tuple[str, float] | None = None
 
     def blind_pass_at(self, k: int) -> float | None:
         """The guessing floor of pass@k: mean over problems of 1 - (1 - p_i)^k."""
@@ -106,6 +109,12 @@ class Results:
     threshold: float
     data: dict[tuple[str, str], TaskResult]
     manifest: dict[str, Any] = field(default_factory=dict)
+
+    def constant(self, task: str) -> tuple[str, float] | None:
+        """The task's best constant answer and its share of problems (the first model's
+        that has one: every model answers the same problems)."""
+        found = (tr.constant for (_, t), tr in self.data.items() if t == task)
+        return next((c for c in found if c is not None), None)
 
 
 @dataclass(frozen=True)
@@ -226,6 +235,7 @@ def _task_result(model: str, task: str, domain: str, rows: list[dict[str, Any]])
         formatted,
         _lenient(rows),
         _blind(rows),
+        _constant(rows),
     )
 
 
@@ -267,6 +277,14 @@ def _blind(rows: list[dict[str, Any]]) -> FloatArray | None:
     if not rows or len(known_refs) < len(rows) or len(known_answers) < len(rows):
         return None
     return np.array(blind_success_probs(known_answers, known_refs), dtype=np.float64)
+
+
+def _constant(rows: list[dict[str, Any]]) -> tuple[str, float] | None:
+    refs = [as_number(str(r.get("answer", ""))) for r in rows]
+    known = [ref for ref in refs if ref is not None]
+    if len(known) < len(rows) or (best := best_constant(known)) is None:
+        return None
+    return str(best[0]), best[1]
 
 
 def _floor_of(row: dict[str, Any]) -> dict[str, Any]:

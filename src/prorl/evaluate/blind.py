@@ -8,6 +8,11 @@ the model's own final numbers on the task's *other* problems, so one draw succee
 probability p_i = (share of those answers equal to problem i's reference), and
 blind pass@k = mean over problems of 1 - (1 - p_i)^k (draws with replacement). A pass@k at
 or under this floor says nothing about what the model can solve.
+
+The best constant answer is the same question at k = 1 taken to its extreme: the one
+answer that, given to every problem, is right most often (the most common reference). A
+task where it scores high is a reward trap: a policy can collect that reward without
+reading a single question.
 """
 
 from __future__ import annotations
@@ -54,3 +59,13 @@ def blind_pass_at_k(answers: Sequence[Sequence[Answer]], refs: Sequence[Fraction
     if not probs:
         raise ValueError("no problems")
     return float(np.mean(floor_at_k(probs, k)))
+
+
+def best_constant(refs: Sequence[Fraction]) -> tuple[Fraction, float] | None:
+    """The most common reference and the share of problems it answers; among equally
+    common ones, the smallest. None without problems."""
+    if not refs:
+        return None
+    counts = Counter(refs)
+    answer = min(counts, key=lambda a: (-counts[a], a))
+    return answer, counts[answer] / len(refs)

@@ -188,7 +188,7 @@ def _floors(doc: Doc, a: Analysis) -> None:
                 f"{_pct(f.success[p])} ({_pct(f.mean_reward[p])})" if p in f.success else "-"
                 for p in FLOOR_POLICIES
             ]
-            rows.append([t, who, str(f.problems), *cells, _floor_cell(f)])
+            rows.append([t, who, str(f.problems), *cells, _floor_cell(f), _constant_cell(a, t)])
     if not rows:
         doc.para(
             "No null floor stored: these results were written before prorl eval scored "
@@ -199,10 +199,19 @@ def _floors(doc: Doc, a: Analysis) -> None:
         "Each cell: success rate (mean reward) of one trivial response given to every "
         "problem: empty = the empty response; format-only = the task's answer format around "
         "nothing; junk = the format around a junk string; echo = the question copied back. "
-        "floor = the best of them."
+        "floor = the best of them. one answer = the share of problems whose reference is "
+        "the task's most common one (given after it): what a policy that answers the same "
+        "whatever the question collects at most (numeric answers; '-' otherwise). It is not "
+        "part of the floor; a high value marks a task where reward can be had without "
+        "reading the question."
     )
     names = [FLOOR_NAMES[p] for p in FLOOR_POLICIES]
-    doc.table(["task", "model", "problems", *names, "floor"], rows)
+    doc.table(["task", "model", "problems", *names, "floor", "one answer"], rows)
+
+
+def _constant_cell(a: Analysis, task: str) -> str:
+    c = a.results.constant(task)
+    return "-" if c is None else f"{_pct(c[1])} ({c[0]})"
 
 
 def _comparison(doc: Doc, a: Analysis) -> None:

@@ -221,6 +221,12 @@ def _interval(c: PairedChange) -> dict[str, Any]:
     }
 
 
+def _constant(a: Analysis, task: str) -> dict[str, Any] | None:
+    """The task's best constant answer and the share of problems it answers."""
+    c = a.results.constant(task)
+    return None if c is None else {"answer": c[0], "rate": c[1]}
+
+
 def summary(
     a: Analysis,
     tbs: list[TaskBoundary],
@@ -254,7 +260,10 @@ def summary(
         "threshold": res.threshold,
         "ks": res.ks,
         "models": res.models,
-        "tasks": [{"name": t, "domain": res.domains.get(t, "other")} for t in res.tasks],
+        "tasks": [
+            {"name": t, "domain": res.domains.get(t, "other"), "constant": _constant(a, t)}
+            for t in res.tasks
+        ],
         "counts": counts,
         "regimes": {c.task: c.regime for c in a.comparisons},
         "boundary": [
