@@ -191,15 +191,3 @@ def test_the_report_names_a_tasks_best_constant_answer(tmp_path: Path) -> None:
         answers={TASK: answers},
     )
     assert load_results(d).constant(TASK) == ("1", 0.75)
-
-
-def test_constant_answers_script_finds_the_letter_counting_trap(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
-    import constant_answers
-
-    assert constant_answers.main(["cpu-boundary", "--split", "test", "--problems", "64"]) == 0
-    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()}
-    assert rows["rg/letter_counting"] == ["64", "57.8", "1"]  # 37 of 64 test answers are 1
-    assert constant_answers.main(["no-such-preset"]) == 2

@@ -131,3 +131,19 @@ def test_cli_check_exit_codes(monkeypatch, capsys):
     assert "1 of 2 tasks passed" in out
     assert cli.main(["tasks", "--check", "fake-", "--problems", "2"]) == 0
     assert cli.main(["tasks", "--check", "fake-", "--problems", "0"]) == 2
+
+
+def test_check_reports_the_best_constant_answer() -> None:
+    # FakeTask's answers are 1, 2, 3, ...: every answer once, the smallest wins the tie
+    result = check_task(FakeTask(), problems=4)
+    assert result.constant == ("1", 0.25)
+    assert "one answer (1) is right on 25 %" in result.verdict()
+
+
+def test_check_finds_letter_countings_dominant_answer() -> None:
+    from prorl.tasks import get_task
+
+    # the cpu-boundary study's settings: texts of 3-6 words, so most letters appear once
+    task = get_task("rg/letter_counting", answer="last_number", min_words=3, max_words=6)
+    result = check_task(task, problems=64, split="test")
+    assert result.ok and result.constant == ("1", 37 / 64)  # the study's reward trap

@@ -12,15 +12,22 @@ format) 1 wherever it has a single reference. ``check_task`` tests exactly that 
 problems; ``prorl tasks --check`` runs it over many tasks, and ``prorl train`` / ``prorl eval``
 run it on their own tasks before any model loads. The same trivial responses, scored on the
 evaluated problems, give the *null floor* printed beside every score.
+
+For tasks with numeric answers the check also reports the best constant answer: the most
+common reference and the share of the checked problems it answers. It is not a failure,
+but a high share is a reward trap (a policy can collect it without reading a question).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
+from prorl.evaluate.blind import best_constant
 from prorl.tasks.base import Task
 from prorl.types import Example, Score
+from prorl.verify.lenient import as_number
 from prorl.verify.registry import as_score
 
 JUNK = "xyzzy plover"  # no task's reference answer is this
@@ -65,6 +72,10 @@ class CheckResult:
     failures: tuple[CheckFailure, ...] = ()
     error: str = ""  # the task could not be built or its problems could not be made
     skipped: str = ""  # why nothing was checked (e.g. a toy task)
+    # the most common reference (numeric answers) and the share of the checked problems it
+    # answers: what a policy that never reads the question collects (not a failure: a
+    # property of the task's answer distribution, a possible reward trap)
+    constant: tuple[str, float] | None = None
 
     @property
     def ok(self) -> bool:
@@ -82,7 +93,12 @@ class CheckResult:
                 f"problems ({', '.join(cases)}); first: {self.failures[0].line()}"
             )
         ref = f", reference scores 1 on {self.references}" if self.references else ""
-        return f"ok    {self.task}: {self.problems} problems, trivial responses score 0{ref}"
+        one = (
+            f"; one answer ({self.constant[0]}) is right on {100 * self.constant[1]:.0f} %"
+            if self.constant
+            else ""
+        )
+        return f"ok    {self.task}: {self.problems} problems, trivial responses score 0{ref}{one}"
 
 
 Scorer = Callable[[Task, Example, Sequence[str]], list[Score]]
@@ -107,11 +123,13 @@ def check_task(
     count = problems if size is None else min(problems, size)
     failures: list[CheckFailure] = []
     refs = 0
+    answers: list[Fraction | None] = []
     for i in range(count):
         try:
             ex = task.example(i, split)
         except Exception as e:  # a generator bug: the task is unusable
             return CheckResult(name, i, refs, error=f"cannot build {split} item {i}: {e!r}"[:300])
+        answers.append(as_number(str(ex.answer)))
         cases = trivial_responses(task, ex)
         ref = task.reference_response(ex)
         if ref is not None:
@@ -123,7 +141,10 @@ def check_task(
             bad = sc.reward < 1.0 - 1e-9 if want_one else sc.reward > 0.0
             if bad or sc.is_infra_error:
                 failures.append(CheckFailure(name, ex.uid, case, sc.reward, sc.reason, text))
-    return CheckResult(name, count, refs, tuple(failures))
+    known = [a for a in answers if a is not None]
+    best = best_constant(known) if len(known) == count else None
+    constant = None if best is None else (str(best[0]), best[1])
+    return CheckResult(name, count, refs, tuple(failures), constant=constant)
 
 
 def floor_rewards(
