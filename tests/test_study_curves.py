@@ -47,3 +47,15 @@ def test_write_curves_writes_both_runs(tmp_path: Path) -> None:
     saved = json.loads(data.read_text())
     assert saved["ablation"]["policy/kl"] == [[1, 0.3], [2, 0.6]]
     assert saved["recipe"]["resets"] == [1]
+
+
+def test_a_run_without_kl_is_named_on_the_kl_panel(tmp_path: Path) -> None:
+    recipe = _run(tmp_path / "a", [0.1, 0.2], resets=[1])
+    ablation = tmp_path / "b"  # no KL term: entropy only
+    ablation.mkdir()
+    (ablation / "metrics.jsonl").write_text('{"step": 1, "policy/entropy": 0.9}\n')
+    out = tmp_path / "out"
+    absent = write_curves({"recipe": recipe, "ablation": ablation}, out / "c.png", out / "c.json")
+    assert absent["policy/kl"] == ["ablation"]
+    assert "policy/entropy" not in absent
+    assert absent["eval/pass@1"] == ["ablation"]

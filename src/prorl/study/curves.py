@@ -51,8 +51,10 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
     return np.concatenate([head, np.convolve(values, kernel, mode="valid")])
 
 
-def write_curves(runs: dict[str, Path], png: Path, data: Path) -> None:
-    """Plot every run (label -> run directory) into ``png``; the series into ``data``."""
+def write_curves(runs: dict[str, Path], png: Path, data: Path) -> dict[str, list[str]]:
+    """Plot every run (label -> run directory) into ``png``; the series into ``data``.
+    Returns, per panel (metric key), the runs that logged nothing for it (the panel says
+    so: a run without the KL term keeps no reference and has no KL)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,10 +64,13 @@ def write_curves(runs: dict[str, Path], png: Path, data: Path) -> None:
     # constrained layout: the lower panels' titles would sit on the upper panels' x labels
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), layout="constrained")
     colors = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]
+    absent: dict[str, list[str]] = {}
     for ax, (key, title) in zip(axes.ravel(), PANELS, strict=True):
+        missing = absent.setdefault(key, [])
         for i, (label, s) in enumerate(all_series.items()):
             pts = np.array(s[key], dtype=float).reshape(-1, 2)
             if not len(pts):
+                missing.append(label)
                 continue
             color = colors[i % len(colors)]
             if key.startswith("eval/"):
@@ -75,6 +80,17 @@ def write_curves(runs: dict[str, Path], png: Path, data: Path) -> None:
                 ax.plot(pts[:, 0], _smooth(pts[:, 1], SMOOTH), color=color, label=label)
             for step in s["resets"]:
                 ax.axvline(step, color=color, linestyle=":", linewidth=0.8)
+        if missing:  # say so: an empty panel reads as a flat line at 0 or a bug
+            ax.text(
+                0.98,
+                0.97,
+                "not logged: " + ", ".join(missing),
+                transform=ax.transAxes,
+                ha="right",
+                va="top",
+                fontsize=7,
+                color="0.3",
+            )
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -89,3 +105,4 @@ def write_curves(runs: dict[str, Path], png: Path, data: Path) -> None:
     fig.savefig(png, dpi=100, bbox_inches="tight")
     plt.close(fig)
     data.write_text(json.dumps(all_series, indent=None) + "\n")
+    return {key: labels for key, labels in absent.items() if labels}
