@@ -174,6 +174,7 @@ def test_only_incomplete_checkpoints_is_an_error(tmp_path):
         ("seed=1", "seed: checkpoint 0, now 1"),
         ("algo.policy_loss=cispo", "algo.policy_loss: checkpoint 'ppo', now 'cispo'"),
         ("steps=1", "steps=1 is below the checkpoint's step 2"),
+        ("algo.kl_coef=0", "the reference cannot come or go on resume"),
     ],
 )
 def test_incompatible_config_is_a_clear_error(base_run, override, needle):

@@ -63,3 +63,16 @@ def test_objective_without_reference_is_the_policy_loss():
             and stats == want_stats
             and "kl" not in stats
         )
+
+
+def test_a_tracked_kl_is_measured_but_not_in_the_loss():
+    """algo.track_kl with kl_coef 0: stats["kl"] as usual, the loss and its gradient the
+    policy loss's alone."""
+    lp = _lp()
+    loss, stats = rl_objective(
+        "ppo", lp, lp.detach(), ADV, MASK, 0.2, 0.2, ref_logprobs=torch.tensor(REF), kl_coef=0.0
+    )
+    assert stats["kl"] == pytest.approx(K3_TOKEN1 / 2)
+    assert float(loss.detach()) == pytest.approx(-2.0)
+    loss.backward()
+    assert lp.grad.tolist()[0] == pytest.approx([-1.0, -1.0, 0.0])

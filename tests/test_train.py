@@ -183,3 +183,19 @@ def test_gradient_checkpointing_changes_memory_not_the_update(tmp_path, bf16):
     for key in ("train/reward", "policy/kl", "policy/clipfrac"):  # the same samples, same maths
         assert rows[0][2][key] == pytest.approx(rows[1][2][key], rel=1e-4, abs=1e-7), key
     assert_close(policy_params(with_gc / "run", 2), policy_params(plain / "run", 2), 1e-5)
+
+
+def test_tracked_kl_is_logged_and_changes_nothing_else(tmp_path):
+    """algo.track_kl with kl_coef 0 (the study's ablation): the run keeps a reference only
+    to log policy/kl, and trains exactly as the same run without it."""
+    common = ("steps=3", "algo.kl_coef=0", "optim.lr=1e-2", "reset.every=0")
+    _, plain = _train(tmp_path / "plain", *common)
+    _, tracked = _train(tmp_path / "tracked", *common, "algo.track_kl=true")
+    p_steps = [r for r in plain if "train/reward" in r]
+    t_steps = [r for r in tracked if "train/reward" in r]
+    assert all("policy/kl" not in r for r in p_steps)
+    assert t_steps[0]["policy/kl"] == pytest.approx(0.0, abs=1e-6)  # the reference = start
+    assert t_steps[-1]["policy/kl"] > 1e-5  # the policy moved and the KL measured it
+    for p, t in zip(p_steps, t_steps, strict=True):
+        for key in ("train/reward", "loss/pg", "policy/entropy", "optim/grad_norm"):
+            assert t[key] == p[key], (t["step"], key)

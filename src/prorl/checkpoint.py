@@ -255,8 +255,15 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], step: int) 
             f"resume: the checkpoint at step {step} was made with a different config ({diffs}); "
             "use a new --run-dir for a different experiment"
         )
-    if (a.get("algo.kl_coef", 0) > 0) != (b.get("algo.kl_coef", 0) > 0):
-        raise CheckpointError("resume: algo.kl_coef cannot switch between 0 and > 0 on resume")
+
+    def keeps_ref(c: dict[str, Any]) -> bool:
+        return bool(c.get("algo.kl_coef", 0) > 0 or c.get("algo.track_kl", False))
+
+    if keeps_ref(a) != keeps_ref(b):
+        raise CheckpointError(
+            "resume: the reference cannot come or go on resume (algo.kl_coef between 0 and "
+            "> 0, or algo.track_kl); use a new --run-dir"
+        )
     if b.get("steps", 0) < step:
         raise CheckpointError(
             f"resume: steps={b.get('steps')} is below the checkpoint's step {step}"

@@ -155,6 +155,9 @@ class AlgoConfig:
     loss_agg: str = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
     kl_coef: float = 1e-4
     kl_kind: str = "k3"  # k1 | k2 | k3
+    # keep a reference and log policy/kl even with kl_coef 0: how far a run without the
+    # KL term drifts (an ablation's curves), for one more forward pass per micro-batch
+    track_kl: bool = False
     mini_batches: int = 1  # optimizer steps per rollout batch
     micro_batch_size: int = 8  # sequences per forward/backward (gradient accumulation)
     epochs: int = 1  # passes over the rollout batch
@@ -183,6 +186,11 @@ class AlgoConfig:
         _check(self.mini_batches >= 1, "algo.mini_batches", "must be >= 1")
         _check(self.micro_batch_size >= 1, "algo.micro_batch_size", "must be >= 1")
         _check(self.epochs >= 1, "algo.epochs", "must be >= 1")
+
+    @property
+    def keeps_reference(self) -> bool:
+        """A reference policy is kept: for the KL term, or to measure the KL alone."""
+        return self.kl_coef > 0 or self.track_kl
         _check(self.old_logprobs in ("trainer", "sampler"), "algo.old_logprobs", "trainer|sampler")
         _check(
             0 <= self.is_low <= 1 <= self.is_high, "algo.is_low", "need 0 <= is_low <= 1 <= is_high"
@@ -489,9 +497,10 @@ class Config:
                 stage_section(self, section, values, f"stages[{i}].")
             kl = stage.algo.get("kl_coef", self.algo.kl_coef)
             _check(
-                self.algo.kl_coef > 0 or not kl,
+                self.algo.keeps_reference or not kl,
                 f"stages[{i}].algo.kl_coef",
-                "needs algo.kl_coef > 0 in the base config (else no reference model is kept)",
+                "needs algo.kl_coef > 0 (or algo.track_kl) in the base config (else no "
+                "reference model is kept)",
             )
         stage_ends(self)  # lengths in order, and ``steps`` equal to their sum
         if self.rollout.max_staleness > 0:

@@ -356,7 +356,7 @@ def build_state(
     if cfg.model.gradient_checkpointing:
         policy.gradient_checkpointing_enable()
         policy.config.use_cache = False
-    ref = reference_copy(cfg, policy) if cfg.algo.kl_coef > 0 else None
+    ref = reference_copy(cfg, policy) if cfg.algo.keeps_reference else None
     # may refuse the model: nothing kept yet (Ray: starts the rollout actors)
     sampler = scale.sampler(lambda: make_sampler(cfg, policy, tokenizer), policy)
     scale.shard(policy, ref)  # FSDP2: in place, after the actors got whole weights

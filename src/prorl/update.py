@@ -112,7 +112,7 @@ def frozen_logprobs(state: TrainState, cfg: Config, inputs: list[MicroInputs]) -
                 )[0]
             elif algo.old_logprobs == "sampler":
                 mi.old_logprobs = mi.sampler_logprobs
-            if state.ref is not None and algo.kl_coef > 0:
+            if state.ref is not None and algo.keeps_reference:
                 mi.ref_logprobs = response_logprobs(state.ref, mi.packed, temp, bf16, compile=comp)[
                     0
                 ]

@@ -30,7 +30,8 @@ def rl_objective(
     (``pg_loss``, ``clipfrac``, ...) come back as they are. With ``ref_logprobs`` (the frozen
     reference's, ``[B, L]``) the per-token KL estimate ``kl_kind`` is aggregated like the
     policy loss (same ``agg`` and ``denom``) and added with weight ``kl_coef``; ``stats["kl"]``
-    is its plain mean over the masked tokens. Without it the loss is the policy loss alone.
+    is its plain mean over the masked tokens. Without it, or with ``kl_coef`` 0 (the KL
+    only measured), the loss is the policy loss alone.
     """
     policy_loss = POLICY_LOSSES[loss]
     pg, stats = policy_loss(
@@ -50,4 +51,6 @@ def rl_objective(
     kl_tokens = kl_penalty(logprobs, ref_logprobs, kl_kind)  # [B, L]
     kl = aggregate(kl_tokens, mask, agg, max_tokens, denom)
     stats["kl"] = float(masked_mean(kl_tokens.detach(), mask))
+    if not kl_coef:  # measured only (algo.track_kl): the loss is the policy loss's
+        return pg, stats
     return pg + kl_coef * kl, stats
