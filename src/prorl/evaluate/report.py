@@ -108,8 +108,9 @@ def _settings(a: Analysis) -> list[str]:
         "guessing floor (the black ticks in the overview) = the pass@k of a guesser that "
         "never reads the question and draws from the model's own final numbers on the "
         "task's other problems: a pass@k at or under it is answer spread, not solving.",
-        f"Intervals: 95 % percentile bootstrap over problems. Regimes use pass@1 (success) "
-        f"and tolerance {a.tolerance:g} (see docs/evaluation.md).",
+        "Intervals: 95 % percentile bootstrap over problems. Regimes read the boundary "
+        f"(pass@{a.results.ks[-1]}) and pass@1, success rates both (never the mean reward), "
+        f"with tolerance {a.tolerance:g} (rule in the comparison section; docs/evaluation.md).",
     ]
 
 
