@@ -336,9 +336,11 @@ class StudyRunner:
         if not (run / "config.yaml").is_file():
             return "not started here"
         ckpts = checkpoint_dirs(run)
+        logged = _last_step(read_jsonl(run / "metrics.jsonl"))
+        at = f"step {logged} of {self._full_steps(ablation)} logged, "
         if not ckpts:
-            return "started, no checkpoint yet"
-        return f"checkpoints at steps {', '.join(str(step_of(d)) for d in ckpts)}"
+            return at + "no checkpoint yet"
+        return at + f"checkpoints at steps {', '.join(str(step_of(d)) for d in ckpts)}"
 
     def _in_progress(self, published: Sequence[str]) -> list[str]:
         """Models of the work directory's evaluation not yet published, with how far each
