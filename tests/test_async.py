@@ -155,6 +155,20 @@ def test_async_without_a_correction_is_refused():
     load_config(None, ["rollout.max_staleness=1", "algo.old_logprobs=sampler"])  # accepted
 
 
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        (["algo.old_logprobs=engine"], "algo.old_logprobs: trainer|sampler"),
+        (["algo.is_low=2"], "algo.is_low: need 0 <= is_low <= 1 <= is_high"),
+        (["algo.is_high=0.5"], "algo.is_low: need 0 <= is_low <= 1 <= is_high"),
+        (["algo.truncated_is=true", "algo.old_logprobs=sampler"], "algo.truncated_is: needs"),
+    ],
+)
+def test_importance_sampling_settings_are_checked(override, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_config(None, override)
+
+
 def test_async_with_vllm_sleep_is_refused():
     with pytest.raises(ConfigError, match="rollout.vllm_sleep: frees the engine's memory"):
         load_config(None, [*ASYNC, "rollout.vllm_sleep=true"])

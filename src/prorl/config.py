@@ -186,11 +186,6 @@ class AlgoConfig:
         _check(self.mini_batches >= 1, "algo.mini_batches", "must be >= 1")
         _check(self.micro_batch_size >= 1, "algo.micro_batch_size", "must be >= 1")
         _check(self.epochs >= 1, "algo.epochs", "must be >= 1")
-
-    @property
-    def keeps_reference(self) -> bool:
-        """A reference policy is kept: for the KL term, or to measure the KL alone."""
-        return self.kl_coef > 0 or self.track_kl
         _check(self.old_logprobs in ("trainer", "sampler"), "algo.old_logprobs", "trainer|sampler")
         _check(
             0 <= self.is_low <= 1 <= self.is_high, "algo.is_low", "need 0 <= is_low <= 1 <= is_high"
@@ -200,6 +195,11 @@ class AlgoConfig:
             "algo.truncated_is",
             "needs algo.old_logprobs=trainer (with sampler the ratio already uses its log-probs)",
         )
+
+    @property
+    def keeps_reference(self) -> bool:
+        """A reference policy is kept: for the KL term, or to measure the KL alone."""
+        return self.kl_coef > 0 or self.track_kl
 
 
 @dataclass(frozen=True)
