@@ -30,6 +30,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from prorl.evaluate import store
-from prorl.evaluate.blind import Answer, best_constant, blind_success_probs, floor_at_k
+from prorl.evaluate.blind import Answer, blind_success_probs, constant_answer, floor_at_k
 from prorl.evaluate.passk import DEFAULT_THRESHOLD, default_ks, pass_at_k_matrix, successes
 from prorl.tasks.selfcheck import TRIVIAL
 from prorl.verify.lenient import as_number, last_number, lenient_correct
@@ -211,6 +212,7 @@ def _task_result(model: str, task: str, domain: str, rows: list[dict[str, Any]])
     rewards = np.array([[s["reward"] for s in r["samples"]] for r in rows], dtype=np.float64)
     tokens = np.array([[s["num_tokens"] for s in r["samples"]] for r in rows], dtype=np.float64)
     trunc = np.array([[s["finish_reason"] == "length" for s in r["samples"]] for r in rows])
+    refs = _refs(rows)  # for the guessing floor and the best constant answer
     floors = None
     if any(isinstance(r.get("floor"), dict) for r in rows):
         floors = np.array(
@@ -234,8 +236,8 @@ def _task_result(model: str, task: str, domain: str, rows: list[dict[str, Any]])
         floors,
         formatted,
         _lenient(rows),
-        _blind(rows),
-        _constant(rows),
+        _blind(rows, refs),
+        constant_answer(refs),
     )
 
 
@@ -269,22 +271,18 @@ def _finals(row: dict[str, Any]) -> list[Answer] | None:
     return out
 
 
-def _blind(rows: list[dict[str, Any]]) -> FloatArray | None:
-    refs = [as_number(str(r.get("answer", ""))) for r in rows]
+def _refs(rows: list[dict[str, Any]]) -> list[Fraction | None]:
+    """Each row's reference as a number; None where it is not one."""
+    return [as_number(str(r.get("answer", ""))) for r in rows]
+
+
+def _blind(rows: list[dict[str, Any]], refs: list[Fraction | None]) -> FloatArray | None:
     answers = [_finals(r) for r in rows]
     known_refs = [ref for ref in refs if ref is not None]
     known_answers = [a for a in answers if a is not None]
     if not rows or len(known_refs) < len(rows) or len(known_answers) < len(rows):
         return None
     return np.array(blind_success_probs(known_answers, known_refs), dtype=np.float64)
-
-
-def _constant(rows: list[dict[str, Any]]) -> tuple[str, float] | None:
-    refs = [as_number(str(r.get("answer", ""))) for r in rows]
-    known = [ref for ref in refs if ref is not None]
-    if len(known) < len(rows) or (best := best_constant(known)) is None:
-        return None
-    return str(best[0]), best[1]
 
 
 def _floor_of(row: dict[str, Any]) -> dict[str, Any]:

@@ -69,3 +69,12 @@ def best_constant(refs: Sequence[Fraction]) -> tuple[Fraction, float] | None:
     counts = Counter(refs)
     answer = min(counts, key=lambda a: (-counts[a], a))
     return answer, counts[answer] / len(refs)
+
+
+def constant_answer(refs: Sequence[Fraction | None]) -> tuple[str, float] | None:
+    """``best_constant`` with the answer as text, for references read with ``as_number``;
+    None when some reference is not a number (None) or there are none."""
+    known = [r for r in refs if r is not None]
+    if len(known) < len(refs) or (best := best_constant(known)) is None:
+        return None
+    return str(best[0]), best[1]

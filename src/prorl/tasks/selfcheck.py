@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from prorl.evaluate.blind import best_constant
+from prorl.evaluate.blind import constant_answer
 from prorl.tasks.base import Task
 from prorl.types import Example, Score
 from prorl.verify.lenient import as_number
@@ -141,10 +141,7 @@ def check_task(
             bad = sc.reward < 1.0 - 1e-9 if want_one else sc.reward > 0.0
             if bad or sc.is_infra_error:
                 failures.append(CheckFailure(name, ex.uid, case, sc.reward, sc.reason, text))
-    known = [a for a in answers if a is not None]
-    best = best_constant(known) if len(known) == count else None
-    constant = None if best is None else (str(best[0]), best[1])
-    return CheckResult(name, count, refs, tuple(failures), constant=constant)
+    return CheckResult(name, count, refs, tuple(failures), constant=constant_answer(answers))
 
 
 def floor_rewards(
