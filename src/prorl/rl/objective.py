@@ -49,8 +49,7 @@ def rl_objective(
     if ref_logprobs is None:
         return pg, stats
     kl_tokens = kl_penalty(logprobs, ref_logprobs, kl_kind)  # [B, L]
-    kl = aggregate(kl_tokens, mask, agg, max_tokens, denom)
     stats["kl"] = float(masked_mean(kl_tokens.detach(), mask))
     if not kl_coef:  # measured only (algo.track_kl): the loss is the policy loss's
         return pg, stats
-    return pg + kl_coef * kl, stats
+    return pg + kl_coef * aggregate(kl_tokens, mask, agg, max_tokens, denom), stats
