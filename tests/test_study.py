@@ -2,7 +2,8 @@
 and small n.
 
 Every part runs for real (child processes, the HF sampler): the screen, the base
-evaluation, a 4-step run with checkpoints, their evaluations, the ablation and the report.
+evaluation, a 4-step run with checkpoints, their evaluations, the ablation, its evaluation and
+the report.
 Then a rerun skips every finished part, and a bad study fails before anything runs."""
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def test_tiny_study_end_to_end_then_resume(
     capsys.readouterr()
     assert main(["reproduce", str(study)]) == 0  # everything done: nothing reruns
     out = capsys.readouterr().out
-    assert out.count("done already") == 6 and "prorl eval" not in out
+    assert out.count("done already") == 7 and "prorl eval" not in out
 
     _lose_the_machine_during_the_checkpoints_part(tmp_path, study, summary, capsys)
 
@@ -115,40 +116,58 @@ def _lose_the_machine_during_the_checkpoints_part(
     tmp_path: Path, study: Path, summary: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The machine is lost during the checkpoints part, before any checkpoint's evaluation
-    was published: the work directory - runs, checkpoints, samples - is gone, the committed
-    results stay. A rerun skips the published parts, puts the published models back, trains
-    the run again to step 2 (same seed: same metrics), evaluates it, resumes that run to step
-    4 (the stored config says 2 steps: the study must ask for 4), evaluates it, and rebuilds
-    the report with the same numbers. The published whole run is never replaced by the
-    retrained pieces."""
+    was published, and the ablation's evaluation is lost with it: the work directory - runs,
+    checkpoints, samples - is gone, the committed results stay. A rerun skips the published
+    parts, puts the published models back, trains the run again to step 2 (same seed: same
+    metrics), evaluates it, resumes that run to step 4 (the stored config says 2 steps: the
+    study must ask for 4), evaluates it, trains the ablation again to its last step for its
+    evaluation, and rebuilds the reports with the same numbers. The published whole runs are
+    never replaced by the retrained pieces."""
     res = tmp_path / "results"
     shutil.rmtree(tmp_path / "work")
     ledger = json.loads((res / "parts.json").read_text())
-    assert sorted(ledger) == ["ablation", "base", "checkpoints", "report", "screen", "train"]
-    del ledger["checkpoints"], ledger["report"]
+    assert sorted(ledger) == [
+        "ablation",
+        "ablation-eval",
+        "base",
+        "checkpoints",
+        "report",
+        "screen",
+        "train",
+    ]
+    del ledger["checkpoints"], ledger["ablation-eval"], ledger["report"]
     (res / "parts.json").write_text(json.dumps(ledger))
     man = json.loads((res / "evals" / "eval.json").read_text())
-    lost = ("step_000002", "step_000004")
+    lost = ("step_000002", "step_000004", "no-kl-no-reset")
     man["models"] = [m for m in man["models"] if m["label"] not in lost]
     (res / "evals" / "eval.json").write_text(json.dumps(man))
     for label in lost:
         shutil.rmtree(res / "evals" / "results" / label)
-    published = {f: (res / "train" / f).read_bytes() for f in ("metrics.jsonl", "config.yaml")}
+    published = {
+        (run, f): (res / run / f).read_bytes()
+        for run in ("train", "ablation")
+        for f in ("metrics.jsonl", "config.yaml")
+    }
+    ablation = json.loads((res / "ablation-report" / "summary.json").read_text())
 
     capsys.readouterr()
     assert main(["reproduce", str(study)]) == 0
     out = capsys.readouterr().out
     assert out.count("done already") == 4  # screen, base, train, ablation
-    assert "put back the published results of base, no-kl-no-reset" in out
-    assert out.count("training the run to it again") == 2
+    assert "put back the published results of base\n" in out
+    assert out.count("training the run to it again") == 3
     assert "train --resume" in out and "steps=4" in out
     assert "matches the published metrics to step 2" in out, out
-    assert "matches the published metrics to step 4" in out, out
-    assert out.count("prorl eval") == 2 and "step_000002=" in out and "step_000004=" in out
-    assert {f: (res / "train" / f).read_bytes() for f in published} == published
+    assert "[checkpoints] the retrained run matches the published metrics to step 4" in out
+    assert "[ablation-eval] the retrained run matches the published metrics to step 4" in out
+    assert out.count("prorl eval") == 3 and "step_000002=" in out and "step_000004=" in out
+    assert "no-kl-no-reset=" in out and "ablation-run/checkpoints/step_00000004" in out
+    assert {key: (res / key[0] / key[1]).read_bytes() for key in published} == published
     again = json.loads((res / "report" / "summary.json").read_text())
     assert again["models"] == summary["models"]
     assert again["counts"] == summary["counts"]  # restored and re-evaluated alike
+    again = json.loads((res / "ablation-report" / "summary.json").read_text())
+    assert again["counts"] == ablation["counts"]
 
 
 def test_bad_study_fails_before_anything_runs(
@@ -243,6 +262,7 @@ def test_status_says_what_is_done_published_and_next(
     # step 4's checkpoint is incomplete; the metrics got to step 3
     assert f"run:          step 3 of {full} logged, checkpoints at steps 2\n" in out
     assert "ablation run: not started here" in out
-    assert "next: prorl reproduce cpu-boundary --parts train,checkpoints,ablation,report" in out
+    parts = "train,checkpoints,ablation,ablation-eval,report"
+    assert f"next: prorl reproduce cpu-boundary --parts {parts}" in out
     # nothing was run or written by the status itself
     assert sorted(p.name for p in work.iterdir()) == ["eval", "parts", "run"]

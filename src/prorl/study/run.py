@@ -3,8 +3,10 @@ small results under the study's results directory as soon as it finishes.
 
 Parts: ``screen`` (candidate tasks, base model), ``base`` (the study's tasks, base model),
 ``train`` (the prolonged run), ``checkpoints`` (each listed checkpoint evaluated like the
-base), ``ablation`` (the same run with the ablation's overrides, its final checkpoint
-evaluated), ``report``. Every part calls the ordinary ``prorl`` commands in a child process
+base), ``ablation`` (the same run with the ablation's overrides), ``ablation-eval`` (its final
+checkpoint evaluated like the base), ``report``. Training and evaluating the ablation are two
+parts because together they outlast a working session on a small machine: the trained
+ablation is published (and counts as done) before its evaluation starts. Every part calls the ordinary ``prorl`` commands in a child process
 (one model in memory at a time), and those resume on their own: a killed evaluation keeps
 its finished problems, a killed run continues from its newest checkpoint.
 
@@ -14,7 +16,8 @@ committed ledger ``RESULTS/parts.json`` with the results, so a rerun on another 
 in compact form as soon as its evaluation ends (:mod:`prorl.study.published`) and put back
 into a fresh work directory before any evaluation or report; the checkpoints part trains
 the run again, up to each checkpoint it still has to evaluate, when the run's checkpoints
-went with the machine, and says whether the retrained metrics match the published ones.
+went with the machine, and says whether the retrained metrics match the published ones (and
+``ablation-eval`` does the same with the ablation's run).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from prorl.metrics import read_jsonl
 from prorl.study.config import Study
 from prorl.study.published import publish_model, published_models, restore
 
-PARTS = ("screen", "base", "train", "checkpoints", "ablation", "report")
+PARTS = ("screen", "base", "train", "checkpoints", "ablation", "ablation-eval", "report")
 RUN_FILES = ("config.yaml", "metrics.jsonl", "events.jsonl")  # small; never checkpoints
 MACHINE_METRICS = ("time/", "perf/")  # how fast, not what: differ between identical runs
 LEDGER = "parts.json"  # in RESULTS: the parts whose results are published (committed)
@@ -163,9 +166,6 @@ class StudyRunner:
     def run_dir(self, ablation: bool = False) -> Path:
         return self.work / ("ablation-run" if ablation else "run")
 
-    def final_label(self) -> str:
-        return label_of(self.study.checkpoints[-1]) if self.study.checkpoints else "base"
-
     def part_screen(self) -> None:
         scr = self.study.screen
         if not scr.task_config:
@@ -260,42 +260,47 @@ class StudyRunner:
             )
         return path
 
-    def _retrain_to(self, step: int) -> None:
+    def _retrain_to(self, part: str, step: int, ablation: bool = False) -> None:
         """The run's checkpoint at ``step`` is gone (another machine): train the run again up
         to ``step`` (seeded, so the same run) and compare with the published metrics."""
-        run = self.run_dir()
-        self.log(f"[checkpoints] no checkpoint at step {step} here: training the run to it again")
-        # never published: the published run is the train part's; this only recreates a
+        run = self.run_dir(ablation)
+        trained_by = "ablation" if ablation else "train"
+        self.log(f"[{part}] no checkpoint at step {step} here: training the run to it again")
+        # never published: the published run is the training part's; this only recreates a
         # checkpoint, and is checked against it
-        self._train("train", ablation=False, until=step, publish=False)
-        published = self.results / "train" / "metrics.jsonl"
+        self._train(trained_by, ablation=ablation, until=step, publish=False)
+        published = self.results / trained_by / "metrics.jsonl"
         if not published.is_file():
             return
         rerun = read_jsonl(run / "metrics.jsonl")
         diff = first_difference(read_jsonl(published), rerun)
         if diff is None:
             self.log(
-                "[checkpoints] the retrained run matches the published metrics to step "
+                f"[{part}] the retrained run matches the published metrics to step "
                 f"{_last_step(rerun)}"
             )
         else:
             self.log(
-                f"[checkpoints] WARNING: the retrained run's metrics differ from the published "
+                f"[{part}] WARNING: the retrained run's metrics differ from the published "
                 f"ones from step {diff} (another machine or library version); the checkpoint "
                 "evaluations are of the retrained run"
             )
+
+    def _evaluate_checkpoint(self, part: str, label: str, step: int, ablation: bool) -> None:
+        """Evaluate the run's checkpoint at ``step`` as ``label`` (training the run to it
+        again first when the checkpoint went with another machine) and publish it."""
+        if not self._checkpoint_path(self.run_dir(ablation), step).is_dir():
+            self._retrain_to(part, step, ablation)
+        ckpt = self._checkpoint(self.run_dir(ablation), step)
+        self._eval_study(part, label, str(ckpt))
 
     def part_checkpoints(self) -> None:
         s = self.study
         self._restore("checkpoints")
         done = published_models(self.evals)
         for step in s.checkpoints:
-            if label_of(step) in done:
-                continue
-            if not self._checkpoint_path(self.run_dir(), step).is_dir():
-                self._retrain_to(step)
-            ckpt = self._checkpoint(self.run_dir(), step)
-            self._eval_study("checkpoints", label_of(step), str(ckpt))
+            if label_of(step) not in done:
+                self._evaluate_checkpoint("checkpoints", label_of(step), step, ablation=False)
         models = ["base", *(label_of(step) for step in s.checkpoints)]
         self._report("checkpoints", self.eval_dir, models, self.results / "report")
 
@@ -304,10 +309,20 @@ class StudyRunner:
         if not s.ablation_overrides:
             self.log("[ablation] no ablation in this study")
             return
-        self._restore("ablation")
         self._train("ablation", ablation=True)
-        ckpt = self._checkpoint(self.run_dir(True), s.checkpoints[-1])
-        self._eval_study("ablation", s.ablation_label, str(ckpt))
+
+    def part_ablation_eval(self) -> None:
+        s = self.study
+        if not s.ablation_overrides:
+            self.log("[ablation-eval] no ablation in this study")
+            return
+        self._restore("ablation-eval")
+        if s.ablation_label in published_models(self.evals):
+            self.log(f"[ablation-eval] {s.ablation_label} is evaluated and published already")
+            return
+        # the ablation's final model: the run's last step, which the run always checkpoints
+        final = self._full_steps(ablation=True)
+        self._evaluate_checkpoint("ablation-eval", s.ablation_label, final, ablation=True)
 
     def part_report(self) -> None:
         from prorl.study.curves import write_curves
@@ -405,7 +420,7 @@ class StudyRunner:
                 self.log(f"[{part}] done already ({self.results / LEDGER}); skipped")
                 continue
             t0 = time.monotonic()
-            getattr(self, f"part_{part}")()
+            getattr(self, f"part_{part.replace('-', '_')}")()
             self._mark_done(part)
             minutes = (time.monotonic() - t0) / 60
             self.log(f"[{part}] finished in {minutes:.1f} min; results in {self.results}")
