@@ -91,6 +91,9 @@ def test_tiny_study_end_to_end_then_resume(
     assert summary["compute_fit"]["steps"] == [0, 2, 4]
     ablation = json.loads((res / "ablation-report" / "summary.json").read_text())
     assert ablation["models"] == ["base", "no-kl-no-reset"]
+    versus = json.loads((res / "recipe-vs-ablation" / "summary.json").read_text())
+    assert versus["models"] == ["step_000004", "no-kl-no-reset"]
+    assert versus["counts"][names[0]]["step_000004"] == summary["counts"][names[0]]["step_000004"]
     curves = json.loads((res / "curves.json").read_text())
     assert len(curves) == 2 and "ProRL recipe" in curves
     assert [p[0] for p in curves["ProRL recipe"]["eval/pass@1"]] == [0, 2, 4]

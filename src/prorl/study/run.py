@@ -340,6 +340,15 @@ class StudyRunner:
                 ["base", s.ablation_label],
                 self.results / "ablation-report",
             )
+            if s.checkpoints:
+                # the direct question: the run's final model in the base's place, so every
+                # interval is paired over problems as ablation minus recipe
+                self._report(
+                    "report",
+                    self.eval_dir,
+                    [label_of(s.checkpoints[-1]), s.ablation_label],
+                    self.results / "recipe-vs-ablation",
+                )
             runs[f"{s.ablation_label}: {' '.join(s.ablation_overrides)}"] = (
                 self.results / "ablation"
             )
