@@ -395,6 +395,7 @@ class StudyRunner:
         ledger = self._ledger()
         lines = [f"study {self.study.name}: work {self.work}, results {self.results}"]
         todo = []
+        width = max(len(part) for part in PARTS)
         for part in PARTS:
             if part in ledger:
                 state = f"done {ledger[part]} (published)"
@@ -403,7 +404,7 @@ class StudyRunner:
             else:
                 state = "to do"
                 todo.append(part)
-            lines.append(f"  {part:<12} {state}")
+            lines.append(f"  {part:<{width}} {state}")
         models = published_models(self.evals)
         lines.append(f"  evaluated models published: {', '.join(models) or 'none'}")
         lines.extend(f"  evaluation in progress: {p}" for p in self._in_progress(models))
