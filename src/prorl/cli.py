@@ -273,12 +273,20 @@ def main(argv: list[str] | None = None) -> int:
     on_main_thread = threading.current_thread() is threading.main_thread()
     old_term = signal.signal(signal.SIGTERM, signal.default_int_handler) if on_main_thread else None
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a reader that went away shows here, below, not at exit
+        return code
     except KeyboardInterrupt:
         # a signal between two handlers, e.g. a second Ctrl-C after training restored the
         # default handler but before the quiet-exit one is in place: whatever was saved is
         # complete (saves are atomic), so stop cleanly instead of with a traceback
         return _error("interrupted", 130)
+    except BrokenPipeError:
+        # the reader went away (`prorl presets | head`): stop quietly with status 1, as
+        # rich does for the commands that print through it; stdout goes to /dev/null so
+        # that the interpreter's last flush does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     finally:
         # main() called from Python (tests, notebooks) leaves no trace; the quiet-exit handler
         # of a signal-stopped run stays for the interpreter's shutdown
