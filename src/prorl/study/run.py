@@ -3,12 +3,13 @@ small results under the study's results directory as soon as it finishes.
 
 Parts: ``screen`` (candidate tasks, base model), ``base`` (the study's tasks, base model),
 ``train`` (the prolonged run), ``checkpoints`` (each listed checkpoint evaluated like the
-base), ``ablation`` (the same run with the ablation's overrides), ``ablation-eval`` (its final
-checkpoint evaluated like the base), ``report``. Training and evaluating the ablation are two
-parts because together they outlast a working session on a small machine: the trained
-ablation is published (and counts as done) before its evaluation starts. Every part calls the ordinary ``prorl`` commands in a child process
-(one model in memory at a time), and those resume on their own: a killed evaluation keeps
-its finished problems, a killed run continues from its newest checkpoint.
+base), ``ablation`` (the same run with the ablation's overrides), ``ablation-eval`` (its
+final checkpoint evaluated like the base), ``report``. Training and evaluating the ablation
+are two parts because together they outlast a working session on a small machine: the
+trained ablation is published (and counts as done) before its evaluation starts. Every part
+calls the ordinary ``prorl`` commands in a child process (one model in memory at a time),
+and those resume on their own: a killed evaluation keeps its finished problems, a killed
+run continues from its newest checkpoint.
 
 Two records say what is finished. ``WORK/parts/<part>.done`` lives with the work, and the
 committed ledger ``RESULTS/parts.json`` with the results, so a rerun on another machine
