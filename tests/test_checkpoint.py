@@ -186,6 +186,30 @@ def test_incompatible_config_is_a_clear_error(base_run, override, needle):
     assert (base_run / "metrics.jsonl").read_text() == before
 
 
+@pytest.mark.parametrize(
+    ("saved", "now", "ok"),
+    [
+        ((0.001, False), (0.0, True), True),  # KL term dropped, reference still measured
+        ((0.0, True), (0.002, False), True),
+        ((0.001, False), (0.0, False), False),  # the reference would go
+        ((0.0, False), (0.0, True), False),  # the reference would come from nowhere
+    ],
+)
+def test_resume_keeps_or_lacks_the_reference_on_both_sides(saved, now, ok):
+    """Resume may change how the reference is used, never whether there is one: the
+    checkpoint holds a reference exactly when its config kept one."""
+
+    def cfg(kl_coef: float, track_kl: bool) -> dict:
+        return {"steps": 10, "algo": {"kl_coef": kl_coef, "track_kl": track_kl}}
+
+    if ok:
+        changed = ckpt.check_compatible(cfg(*saved), cfg(*now), step=5)
+        assert "algo.kl_coef" in changed
+    else:
+        with pytest.raises(ckpt.CheckpointError, match="cannot come or go"):
+            ckpt.check_compatible(cfg(*saved), cfg(*now), step=5)
+
+
 def test_failed_save_is_loud_and_keeps_previous(tmp_path, monkeypatch):
     real = ckpt.save_checkpoint
 

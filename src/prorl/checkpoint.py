@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import yaml
 
-from prorl.config import ConfigError
+from prorl.config import ConfigError, keeps_reference
 
 MARKER = "COMPLETE"
 TMP_PREFIX = ".tmp-"
@@ -257,7 +257,7 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], step: int) 
         )
 
     def keeps_ref(c: dict[str, Any]) -> bool:
-        return bool(c.get("algo.kl_coef", 0) > 0 or c.get("algo.track_kl", False))
+        return keeps_reference(c.get("algo.kl_coef", 0), bool(c.get("algo.track_kl", False)))
 
     if keeps_ref(a) != keeps_ref(b):
         raise CheckpointError(

@@ -142,6 +142,13 @@ POLICY_LOSSES = ("ppo", "gspo", "cispo")
 ADVANTAGES = ("grpo", "reinforce++-baseline", "drgrpo", "rloo")
 
 
+def keeps_reference(kl_coef: float, track_kl: bool) -> bool:
+    """Whether a run keeps a reference policy: for the KL term, or to measure the KL alone.
+
+    A plain function too, so a checkpoint's saved (flattened) config can be asked the same."""
+    return kl_coef > 0 or track_kl
+
+
 @dataclass(frozen=True)
 class AlgoConfig:
     advantage: str = "grpo"  # grpo | reinforce++-baseline | drgrpo | rloo
@@ -199,7 +206,7 @@ class AlgoConfig:
     @property
     def keeps_reference(self) -> bool:
         """A reference policy is kept: for the KL term, or to measure the KL alone."""
-        return self.kl_coef > 0 or self.track_kl
+        return keeps_reference(self.kl_coef, self.track_kl)
 
 
 @dataclass(frozen=True)
