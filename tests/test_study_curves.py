@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from prorl.study.curves import _smooth, series, write_curves
+from prorl.study.curves import _smooth, series, write_curves, y_limits
 
 
 def _run(directory: Path, kl: list[float], resets: list[int]) -> Path:
@@ -59,3 +60,14 @@ def test_a_run_without_kl_is_named_on_the_kl_panel(tmp_path: Path) -> None:
     assert absent["policy/kl"] == ["ablation"]
     assert "policy/entropy" not in absent
     assert absent["eval/pass@1"] == ["ablation"]
+
+
+def test_y_limits_cut_spikes_not_averages() -> None:
+    raw = [0.1] * 199 + [8.0]  # one spike in 200 values: the 99th percentile is 0.1
+    assert y_limits(raw, top=0.1) == pytest.approx((0.0, 0.105))
+    # an average above the percentile stays inside the panel
+    assert y_limits(raw, top=0.5) == pytest.approx((0.0, 0.525))
+    # negative values: from the lowest; the 99th percentile of [-1, 1] is 0.98
+    assert y_limits([-1.0, 1.0], top=0.0) == pytest.approx((-1.0, -1.0 + 1.98 * 1.05))
+    assert y_limits([], top=0.0) is None
+    assert y_limits([0.0, 0.0], top=0.0) is None

@@ -16,6 +16,7 @@ PANELS = (
     ("eval/pass@1", "validation success rate"),
 )
 SMOOTH = 10  # steps in the moving average of the per-step panels (raw values kept in JSON)
+CLIP = 99  # per-step panels show up to this percentile: one KL spike of 8 flattens the rest
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
@@ -51,6 +52,16 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
     return np.concatenate([head, np.convolve(values, kernel, mode="valid")])
 
 
+def y_limits(raw: list[float], top: float) -> tuple[float, float] | None:
+    """A per-step panel's y range: from 0 (or below, for negative values) to the
+    ``CLIP``th percentile of the raw values, or the highest average ``top`` if higher, plus
+    5 %. None when there is nothing to show."""
+    if not raw:
+        return None
+    low, high = min(0.0, min(raw)), max(top, float(np.percentile(raw, CLIP)))
+    return (low, low + (high - low) * 1.05) if high > low else None
+
+
 def write_curves(runs: dict[str, Path], png: Path, data: Path) -> dict[str, list[str]]:
     """Plot every run (label -> run directory) into ``png``; the series into ``data``.
     Returns, per panel (metric key), the runs that logged nothing for it (the panel says
@@ -67,6 +78,8 @@ def write_curves(runs: dict[str, Path], png: Path, data: Path) -> dict[str, list
     absent: dict[str, list[str]] = {}
     for ax, (key, title) in zip(axes.ravel(), PANELS, strict=True):
         missing = absent.setdefault(key, [])
+        raw: list[float] = []
+        top = -np.inf
         for i, (label, s) in enumerate(all_series.items()):
             pts = np.array(s[key], dtype=float).reshape(-1, 2)
             if not len(pts):
@@ -77,7 +90,10 @@ def write_curves(runs: dict[str, Path], png: Path, data: Path) -> dict[str, list
                 ax.plot(pts[:, 0], pts[:, 1], "o-", ms=3, color=color, label=label)
             else:
                 ax.plot(pts[:, 0], pts[:, 1], color=color, alpha=0.2, linewidth=0.8)
-                ax.plot(pts[:, 0], _smooth(pts[:, 1], SMOOTH), color=color, label=label)
+                smooth = _smooth(pts[:, 1], SMOOTH)
+                ax.plot(pts[:, 0], smooth, color=color, label=label)
+                raw.extend(pts[:, 1])
+                top = max(top, float(smooth.max()))  # the averages are never cut off
             for step in s["resets"]:
                 ax.axvline(step, color=color, linestyle=":", linewidth=0.8)
         if missing:  # say so: an empty panel reads as a flat line at 0 or a bug
@@ -91,15 +107,21 @@ def write_curves(runs: dict[str, Path], png: Path, data: Path) -> dict[str, list
                 fontsize=7,
                 color="0.3",
             )
+        limits = y_limits(raw, top)
+        if limits:
+            ax.set_ylim(*limits)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    for ax in axes.ravel():  # the first panel with data carries the legend
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+    for ax in axes.ravel():  # one legend for the figure, under the panels: labels can be
+        handles, labels = ax.get_legend_handles_labels()  # long (an ablation's overrides)
+        if handles:  # and a legend inside a panel hides its curves
+            fig.legend(handles, labels, loc="outside lower center", fontsize=8, frameon=False)
             break
     fig.suptitle(
-        f"dotted lines: reference resets; per-step panels smoothed over {SMOOTH} steps", fontsize=9
+        f"dotted lines: reference resets; per-step panels: faint per step (shown up to the "
+        f"{CLIP}th percentile), bold averaged over {SMOOTH} steps",
+        fontsize=9,
     )
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=100, bbox_inches="tight")
